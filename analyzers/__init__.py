@@ -1,0 +1,1 @@
+"""The offline pipeline: load traces, classify names, attribute time, derive inference figures."""

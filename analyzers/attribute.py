@@ -1,0 +1,206 @@
+"""Exclusive attribution: partition a rank's window into the DESIGN.md buckets.
+
+GPU ranks: the window runs from the first to the last device event (kernel, memcpy, memset).
+Device work is levelled by family (bucket priority first) and swept once, so overlapping
+streams resolve by priority and a collective counts as *exposed* only where no work hides
+it. Device-idle time is ``host`` where any host activity (ops, runtime calls, annotations,
+Python frames; not synchronisation waits) is live, else ``idle``.
+
+CPU-only ranks: the window runs from the first to the last ``cpu_op``. Ops nest, so each
+thread's ops are first flattened into self-time segments owned by the innermost op; an op no
+rule names inherits the family of the op around it. Time inside annotations / Python frames
+but outside any op is ``host`` (framework and scheduling overhead).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from analyzers.classify import (
+    FAMILY_LEVEL,
+    HOST_LEVEL,
+    LEVEL_BUCKET,
+    LEVELS,
+    NOT_WORK,
+    UNCLASSIFIED_INDEX,
+)
+from analyzers.sweep import Partition, sweep
+from tracekit.buckets import BUCKETS, HOST, IDLE
+from tracekit.model import DEVICE_KINDS, Events, Kind, NameTable
+
+I64 = npt.NDArray[np.int64]
+_SYNC = re.compile(r"Synchroniz|StreamWaitEvent|EventQuery|StreamQuery", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Attribution:
+    device: str  # "gpu" or "cpu"
+    window_start_ns: int
+    window_ns: int
+    partition: Partition
+    buckets: dict[str, int]
+    families: dict[str, int]  # exclusive ns per family (and host_activity)
+    overlapped: dict[str, int]  # per bucket: live but hidden under higher-priority work
+    op_ns: I64  # per event: the time it stands for (device: duration; CPU op: self time)
+    op_family: npt.NDArray[np.int16]  # per event: family its time went to (CPU: inherited)
+
+
+def attribute(events: Events, family: npt.NDArray[np.int16], names: NameTable) -> Attribution:
+    is_device = np.isin(events.kind, DEVICE_KINDS)
+    if is_device.any():
+        return _attribute_gpu(events, family, is_device, names)
+    return _attribute_cpu(events, family)
+
+
+def _attribute_gpu(
+    events: Events,
+    family: npt.NDArray[np.int16],
+    is_device: npt.NDArray[np.bool_],
+    names: NameTable,
+) -> Attribution:
+    start, end = events.start_ns, events.end_ns
+    lo, hi = int(start[is_device].min()), int(end[is_device].max())
+    host = _host_activity(events, names)
+    rows = np.flatnonzero(is_device)
+    level = np.concatenate([FAMILY_LEVEL[family[rows]], np.full(host.sum(), HOST_LEVEL)])
+    part = sweep(
+        np.concatenate([start[rows], start[host]]),
+        np.concatenate([end[rows], end[host]]),
+        level,
+        len(LEVELS),
+        lo,
+        hi,
+    )
+    op_ns = np.where(is_device, events.dur_ns, 0)
+    return _result("gpu", lo, hi, part, op_ns, family)
+
+
+def _host_activity(events: Events, names: NameTable) -> npt.NDArray[np.bool_]:
+    host = np.isin(events.kind, (Kind.CPU_OP, Kind.ANNOTATION, Kind.PYTHON, Kind.RUNTIME))
+    runtime = np.flatnonzero(events.kind == Kind.RUNTIME)
+    if len(runtime):
+        ids, inverse = np.unique(events.name_id[runtime], return_inverse=True)
+        is_sync = np.array([bool(_SYNC.search(names[int(i)])) for i in ids])
+        host[runtime[is_sync[inverse]]] = False
+    return host
+
+
+def _attribute_cpu(events: Events, family: npt.NDArray[np.int16]) -> Attribution:
+    ops = np.flatnonzero(events.kind == Kind.CPU_OP)
+    hosts = np.flatnonzero(np.isin(events.kind, (Kind.ANNOTATION, Kind.PYTHON, Kind.RUNTIME)))
+    frame = ops if len(ops) else hosts
+    if not len(frame):
+        lo = hi = int(events.start_ns.min())
+    else:
+        lo = int(events.start_ns[frame].min())
+        hi = int(events.end_ns[frame].max())
+    seg_s, seg_e, seg_fam, seg_op, op_family = _flatten(events, family, ops)
+    self_ns = np.bincount(seg_op, weights=seg_e - seg_s, minlength=len(events)).astype(np.int64)
+    level = np.concatenate([FAMILY_LEVEL[seg_fam], np.full(len(hosts), HOST_LEVEL)])
+    part = sweep(
+        np.concatenate([seg_s, events.start_ns[hosts]]),
+        np.concatenate([seg_e, events.end_ns[hosts]]),
+        level,
+        len(LEVELS),
+        lo,
+        hi,
+    )
+    return _result("cpu", lo, hi, part, self_ns, op_family)
+
+
+def _flatten(
+    events: Events,
+    family: npt.NDArray[np.int16],
+    ops: npt.NDArray[np.intp],
+) -> tuple[I64, I64, npt.NDArray[np.int16], I64, npt.NDArray[np.int16]]:
+    """Self-time segments of nested ops, per thread; unnamed ops inherit their parent's family.
+
+    Returns segment starts, ends, families and owning rows, and each event's effective family.
+    """
+    effective = family.copy()
+    out_s: list[int] = []
+    out_e: list[int] = []
+    out_f: list[int] = []
+    out_op: list[int] = []
+
+    def emit(a: int, z: int, fam: int, op: int) -> None:
+        if z > a:
+            out_s.append(a)
+            out_e.append(z)
+            out_f.append(fam)
+            out_op.append(op)
+
+    keys = np.lexsort((-events.dur_ns[ops], events.start_ns[ops], events.tid[ops], events.pid[ops]))
+    ordered = ops[keys]
+    thread = events.pid[ordered] * 1_000_003 + events.tid[ordered]
+    starts = events.start_ns[ordered].tolist()
+    ends = events.end_ns[ordered].tolist()
+    fams = family[ordered].tolist()
+    rows = ordered.tolist()
+    threads = thread.tolist()
+    stack: list[tuple[int, int, int]] = []  # (end, family, row)
+    cursor = 0
+    current_thread = None
+    for s, end_ns, own_family, row, th in zip(starts, ends, fams, rows, threads, strict=True):
+        e, f = end_ns, own_family
+        if th != current_thread:
+            while stack:
+                end, fam, op = stack.pop()
+                emit(cursor, end, fam, op)
+                cursor = max(cursor, end)
+            current_thread, cursor = th, s
+        while stack and stack[-1][0] <= s:
+            end, fam, op = stack.pop()
+            emit(cursor, end, fam, op)
+            cursor = max(cursor, end)
+        if stack:
+            emit(cursor, s, stack[-1][1], stack[-1][2])
+            e = min(e, stack[-1][0])  # a child never outlives its parent
+            f = stack[-1][1] if f in (NOT_WORK, UNCLASSIFIED_INDEX) else f
+        if f == NOT_WORK:
+            f = UNCLASSIFIED_INDEX
+        effective[row] = f
+        cursor = max(cursor, s)
+        stack.append((e, f, row))
+    while stack:
+        end, fam, op = stack.pop()
+        emit(cursor, end, fam, op)
+        cursor = max(cursor, end)
+    return (
+        np.array(out_s, dtype=np.int64),
+        np.array(out_e, dtype=np.int64),
+        np.array(out_f, dtype=np.int16),
+        np.array(out_op, dtype=np.int64),
+        effective,
+    )
+
+
+def _result(
+    device: str, lo: int, hi: int, part: Partition, op_ns: I64, op_family: npt.NDArray[np.int16]
+) -> Attribution:
+    buckets = dict.fromkeys(BUCKETS, 0)
+    overlapped = dict.fromkeys(BUCKETS, 0)
+    families: dict[str, int] = {}
+    for lvl, name in enumerate(LEVELS):
+        bucket = LEVEL_BUCKET[lvl]
+        buckets[bucket] += int(part.exclusive_ns[lvl])
+        if part.exclusive_ns[lvl]:
+            families[name] = int(part.exclusive_ns[lvl])
+        if bucket != HOST:  # host activity under device work is not hidden work
+            overlapped[bucket] += int(part.active_ns[lvl] - part.exclusive_ns[lvl])
+    buckets[IDLE] += part.uncovered_ns
+    return Attribution(
+        device,
+        lo,
+        hi - lo,
+        part,
+        buckets,
+        families,
+        {k: v for k, v in overlapped.items() if v},
+        op_ns,
+        op_family,
+    )

@@ -1,0 +1,118 @@
+"""Find the trace files behind a user's PATH and what their names say about identity."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from tracekit import rundir
+from tracekit.errors import TracekitError
+from tracekit.rundir import Manifest
+
+_TRACE_SUFFIXES = (".json", ".json.gz")
+# vLLM's front-end (API server) trace holds no model work; it is not a rank.
+_NOT_A_RANK = re.compile(r"async_llm|api_server|frontend", re.IGNORECASE)
+_FIELD = re.compile(r"(?:^|[_.\-])(dp|pp|tp|ep|rank)[_\-]?(\d+)(?=$|[_.\-])", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class TraceFile:
+    path: Path
+    name_fields: dict[str, int]  # dp/pp/tp/ep/rank read from the file name
+    manifest_fields: dict[str, int]  # the same from the run manifest, where there is one
+
+
+@dataclass(frozen=True)
+class Discovered:
+    source: Path
+    files: tuple[TraceFile, ...]
+    manifest: Manifest | None
+    notes: tuple[str, ...]
+    run_dir: Path | None = None
+
+
+def is_trace_name(path: Path) -> bool:
+    return path.name.endswith(_TRACE_SUFFIXES) and path.name != rundir.MANIFEST
+
+
+def fields_from_name(name: str) -> dict[str, int]:
+    """``dp0_pp1_tp2_rank3.pt.trace.json.gz`` → {dp: 0, pp: 1, tp: 2, rank: 3}."""
+    found: dict[str, int] = {}
+    for key, value in _FIELD.findall(name.split(".pt.trace", maxsplit=1)[0]):
+        found.setdefault(key.lower(), int(value))
+    return found
+
+
+def discover(path: Path) -> Discovered:
+    """A single trace, a folder of per-rank traces, or a run directory."""
+    if not path.exists():
+        raise TracekitError(path, "no such file or directory")
+    if path.is_file():
+        if path.name == rundir.MANIFEST:
+            return discover(path.parent)
+        if path.suffix in (".sqlite", ".nsys-rep", ".qdrep"):
+            raise TracekitError(
+                path,
+                "Nsight Systems exports are not supported yet; "
+                "analyse the torch.profiler traces instead",
+            )
+        return Discovered(path, (TraceFile(path, fields_from_name(path.name), {}),), None, ())
+    if rundir.is_run_dir(path):
+        return _discover_run(path)
+    files = _trace_files(path)
+    if not files and (path / rundir.TRACES).is_dir():
+        files = _trace_files(path / rundir.TRACES)
+    if not files:
+        raise TracekitError(path, "no trace files (*.json, *.json.gz) in this folder")
+    return _from_files(path, files, None, {})
+
+
+def _trace_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and is_trace_name(p))
+
+
+def _discover_run(run: Path) -> Discovered:
+    manifest = rundir.read_manifest(run)
+    traces = run / rundir.TRACES
+    by_file = {entry.file: entry for entry in manifest.ranks}
+    files = _trace_files(traces) if traces.is_dir() else []
+    present = {p.name for p in files}
+    notes = [
+        f"manifest lists {name} but the file is missing" for name in by_file if name not in present
+    ]
+    if manifest.status != "complete":
+        notes.append(
+            f"the capture did not complete (status: {manifest.status}, exit code "
+            f"{manifest.exit_code}): this is a partial run"
+        )
+    if not files:
+        raise TracekitError(traces, "run directory holds no trace files")
+    manifest_fields = {}
+    for name, entry in by_file.items():
+        fields = {
+            k: v for k in ("rank", "dp", "pp", "tp", "ep") if (v := getattr(entry, k)) is not None
+        }
+        manifest_fields[name] = fields
+    found = _from_files(run, files, manifest, manifest_fields)
+    return Discovered(run, found.files, manifest, tuple(notes) + found.notes, run_dir=run)
+
+
+def _from_files(
+    source: Path,
+    files: list[Path],
+    manifest: Manifest | None,
+    manifest_fields: dict[str, dict[str, int]],
+) -> Discovered:
+    ranks = [p for p in files if not _NOT_A_RANK.search(p.name)]
+    notes = tuple(
+        f"skipped {p.name}: a front-end trace, not a rank"
+        for p in files
+        if _NOT_A_RANK.search(p.name)
+    )
+    if not ranks:
+        raise TracekitError(source, "no per-rank trace files (only front-end traces)")
+    found = tuple(
+        TraceFile(p, fields_from_name(p.name), manifest_fields.get(p.name, {})) for p in ranks
+    )
+    return Discovered(source, found, manifest, notes)

@@ -1,0 +1,152 @@
+"""Load a user's PATH into a Trace: discover files, parse each rank, settle identities."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from analyzers.discover import Discovered, TraceFile, discover
+from analyzers.kineto import ParsedTrace, parse_trace
+from tracekit.errors import TracekitError
+from tracekit.model import DEVICE_KINDS, NameTable, RankId, RankTrace, Trace
+
+log = logging.getLogger(__name__)
+
+#: progress(done, total, current file name)
+Progress = Callable[[int, int, str], None]
+
+_ID_FIELDS = ("rank", "dp", "pp", "tp", "ep")
+
+
+def load(path: str | Path, progress: Progress | None = None) -> Trace:
+    """Parse every rank under ``path``. One unreadable rank among several is a warning."""
+    found = discover(Path(path))
+    names = NameTable()
+    ranks: list[RankTrace] = []
+    failures: list[TracekitError] = []
+    total = len(found.files)
+    for done, file in enumerate(found.files):
+        if progress:
+            progress(done, total, file.path.name)
+        try:
+            parsed = parse_trace(file.path)
+        except TracekitError as exc:
+            if total == 1:
+                raise
+            log.warning("%s", exc)
+            failures.append(exc)
+            continue
+        ranks.append(_rank_trace(file, parsed, names))
+    if progress:
+        progress(total, total, "")
+    if not ranks:
+        raise failures[0]
+    ranks = _settle_identities(ranks)
+    warnings = list(found.notes)
+    warnings += [f"rank trace unreadable, analysed without it: {exc}" for exc in failures]
+    warnings += _missing_ranks(ranks)
+    manifest = msgspec.to_builtins(found.manifest) if found.manifest else None
+    return Trace(
+        str(found.source),
+        tuple(ranks),
+        names,
+        tuple(warnings),
+        manifest,
+        run_dir=str(found.run_dir) if found.run_dir else None,
+    )
+
+
+def _rank_trace(file: TraceFile, parsed: ParsedTrace, names: NameTable) -> RankTrace:
+    mapping = names.intern_all(parsed.names)
+    events = parsed.events.remap_names(mapping)
+    device_rows = np.isin(events.kind, DEVICE_KINDS)
+    devices = tuple(int(d) for d in np.unique(events.device[device_rows]) if d >= 0)
+    props = {p.get("id"): p for p in parsed.device_properties if isinstance(p, dict)}
+    device_names = tuple(str(props[d].get("name", "")) for d in devices if d in props)
+    return RankTrace(
+        id=_identity(file, parsed.distributed_info),
+        path=str(file.path),
+        events=events,
+        clock=parsed.clock,
+        devices=devices,
+        device_names=device_names,
+        metadata={**parsed.metadata, "distributedInfo": _small_dist_info(parsed)},
+        ignored=parsed.ignored,
+    )
+
+
+def _small_dist_info(parsed: ParsedTrace) -> dict[str, Any]:
+    info = parsed.distributed_info or {}
+    return {k: info[k] for k in ("backend", "rank", "world_size") if k in info}
+
+
+def _identity(file: TraceFile, dist: dict[str, Any] | None) -> RankId:
+    """distributedInfo first, then the file name, then the manifest, field by field."""
+    values: dict[str, int | None] = dict.fromkeys(_ID_FIELDS)
+    sources: list[str] = []
+    dist = dist or {}
+    if isinstance(dist.get("rank"), int):
+        values["rank"] = dist["rank"]
+        sources.append("distributedInfo")
+    for label, fields in (("file name", file.name_fields), ("manifest", file.manifest_fields)):
+        used = False
+        for key in _ID_FIELDS:
+            if values[key] is None and key in fields:
+                values[key] = fields[key]
+                used = True
+        if used:
+            sources.append(label)
+    world = dist.get("world_size") if isinstance(dist.get("world_size"), int) else None
+    return RankId(world_size=world, source="+".join(sources) or "none", **values)
+
+
+def _settle_identities(ranks: list[RankTrace]) -> list[RankTrace]:
+    """Ranks without any identity are numbered in file order; duplicates are an error."""
+    anonymous = [r for r in ranks if all(v is None for v in r.id.key)]
+    if anonymous:
+        taken = {r.id.rank for r in ranks if r.id.rank is not None}
+        free = (n for n in range(len(ranks) * 2 + 1) if n not in taken)
+        renamed = {
+            id(r): msgspec.structs.replace(r.id, rank=next(free), source="file order")
+            for r in anonymous
+        }
+        ranks = [_with_id(r, renamed[id(r)]) if id(r) in renamed else r for r in ranks]
+    seen: dict[tuple[int | None, ...], RankTrace] = {}
+    for rank in ranks:
+        other = seen.setdefault(rank.id.key, rank)
+        if other is not rank:
+            raise TracekitError(
+                rank.path, f"duplicate rank identity {rank.id.label} (also {other.path})"
+            )
+    return sorted(
+        ranks,
+        key=lambda r: tuple(
+            -1 if v is None else v for v in (r.id.dp, r.id.pp, r.id.tp, r.id.ep, r.id.rank)
+        ),
+    )
+
+
+def _with_id(rank: RankTrace, new_id: RankId) -> RankTrace:
+    from dataclasses import replace
+
+    return replace(rank, id=new_id)
+
+
+def _missing_ranks(ranks: list[RankTrace]) -> list[str]:
+    worlds = {r.id.world_size for r in ranks if r.id.world_size}
+    if len(worlds) == 1:
+        world = worlds.pop()
+        if world is not None and len(ranks) < world:
+            return [
+                f"traces for {len(ranks)} of {world} ranks (world_size {world}); "
+                "the others are missing"
+            ]
+    return []
+
+
+__all__ = ["Discovered", "Progress", "load"]

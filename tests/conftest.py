@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_TRACES = REPO.parent / "shared" / "traces"
+SAMPLE_TP2 = REPO / "sample_traces" / "vllm_cpu_tp2"
+
+
+def shared(relative: str) -> Path:
+    path = SHARED_TRACES / relative
+    if not path.exists():
+        pytest.skip(f"real GPU trace {relative} not present: ../shared/traces is absent here")
+    return path
+
+
+@pytest.fixture
+def shared_trace() -> type[object]:
+    return shared  # type: ignore[return-value]

@@ -1,0 +1,37 @@
+"""tracekit: where an LLM inference run's time went, and why.
+
+Python API::
+
+    import tracekit
+    trace = tracekit.load("run/")        # the parsed trace model (per-rank event tables)
+    result = tracekit.analyze("run/")    # the Analysis (typed; pandas views on demand)
+    result.buckets_frame()
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tracekit.errors import TracekitError
+
+if TYPE_CHECKING:
+    from tracekit.analysis import Analysis
+    from tracekit.model import Trace
+
+__version__ = "0.1.0"
+__all__ = ["TracekitError", "__version__", "analyze", "load"]
+
+
+def load(path: str | Path) -> Trace:
+    """Parse a trace file, a folder of per-rank traces or a run directory."""
+    from analyzers.loader import load as _load
+
+    return _load(path)
+
+
+def analyze(path: str | Path) -> Analysis:
+    """Load and analyse ``path``: buckets per rank, steps, top ops and the regime verdict."""
+    from analyzers.pipeline import analyze as _analyze
+
+    return _analyze(path)

@@ -1,0 +1,103 @@
+"""Regime verdict: the one table of thresholds, and the verdict computed from it.
+
+Each regime is decided by the share of the analysed time (summed over ranks) that its
+buckets hold. ``score = share / threshold``: a regime qualifies at score ≥ 1; the highest
+qualifying score wins, the rest are runners-up. Capacity-bound needs KV-cache step stats and
+is reported as not assessed where they are absent (the KV-stall stage provides them).
+
+| regime               | bucket(s)    | threshold (share of window) |
+|----------------------|--------------|-----------------------------|
+| compute-bound        | compute      | 0.50                        |
+| hbm-bound            | hbm          | 0.50                        |
+| interconnect-bound   | collective   | 0.20                        |
+| routing-bound        | moe_routing  | 0.15                        |
+| bubble-bound         | bubble       | 0.20                        |
+| host-bound           | host         | 0.30                        |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from tracekit import buckets as b
+
+
+@dataclass(frozen=True)
+class RegimeRule:
+    name: str
+    label: str
+    buckets: tuple[str, ...]
+    threshold: float
+    advice: tuple[str, ...]
+
+
+REGIME_RULES: Final[tuple[RegimeRule, ...]] = (
+    RegimeRule(
+        "compute-bound",
+        "compute-bound (prefill)",
+        (b.COMPUTE,),
+        0.50,
+        (
+            "Compute dominates (typical of prefill): more devices per replica (TP) or more "
+            "replicas (DP) add FLOP/s; chunked prefill overlaps it with decode.",
+        ),
+    ),
+    RegimeRule(
+        "hbm-bound",
+        "HBM-bandwidth-bound (decode)",
+        (b.HBM,),
+        0.50,
+        (
+            "Memory traffic dominates (typical of decode): a larger running batch amortises each "
+            "weight read; TP spreads weight and KV reads over more HBM; lower-precision weights "
+            "or KV cache cut bytes per token.",
+        ),
+    ),
+    RegimeRule(
+        "interconnect-bound",
+        "interconnect-bound (exposed collectives)",
+        (b.COLLECTIVE,),
+        0.20,
+        (
+            "Exposed collectives: at high TP on a dense model use fewer TP ranks per replica "
+            "(add DP) or pipeline parallelism across nodes; keep TP within one NVLink domain and "
+            "check the custom / symmetric-memory all-reduce is in use.",
+        ),
+    ),
+    RegimeRule(
+        "routing-bound",
+        "routing/sync-bound (MoE)",
+        (b.MOE_ROUTING,),
+        0.15,
+        (
+            "MoE routing and dispatch dominate: a hybrid layout (expert parallelism for the "
+            "experts, TP or DP for attention) and fused routing kernels cut synchronisation.",
+        ),
+    ),
+    RegimeRule(
+        "bubble-bound",
+        "pipeline-bubble-bound",
+        (b.BUBBLE,),
+        0.20,
+        (
+            "Pipeline stages wait on each other: fewer PP stages, PP only across nodes, or more "
+            "micro-batches / requests in flight to fill the pipeline.",
+        ),
+    ),
+    RegimeRule(
+        "host-bound",
+        "host-bound (launch / scheduling overhead)",
+        (b.HOST,),
+        0.30,
+        (
+            "The device waits on the host: CUDA graphs, async scheduling and larger batches cut "
+            "per-step launch and Python overhead.",
+        ),
+    ),
+)
+
+NOT_ASSESSED: Final[dict[str, str]] = {
+    "capacity-bound": "needs per-step KV-cache usage, running and waiting counts (a tracekit "
+    "capture's steps/); not present in this input",
+}

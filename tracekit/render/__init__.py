@@ -1,0 +1,1 @@
+"""Renderers: ``render(analysis) -> str | bytes``. Analysis code never prints."""

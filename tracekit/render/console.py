@@ -1,0 +1,223 @@
+"""The terminal report: verdict, per-rank buckets with bars, top ops, steps, caveats."""
+
+from __future__ import annotations
+
+import io
+from collections import defaultdict
+
+from rich import box
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from tracekit.analysis import Analysis, OpTime, RankResult
+from tracekit.buckets import BUCKETS, COLLECTIVE
+
+COLOURS = {
+    "compute": "green",
+    "hbm": "cyan",
+    "collective": "magenta",
+    "bubble": "yellow",
+    "moe_routing": "blue",
+    "kv_stall": "red",
+    "host": "bright_black",
+    "idle": "grey23",
+}
+BAR_WIDTH = 30
+SHORT = {"collective": "coll", "moe_routing": "moe", "kv_stall": "kv"}
+
+
+def render(analysis: Analysis, width: int = 120, colour: bool = False, top: int = 12) -> str:
+    buffer = io.StringIO()
+    console = Console(
+        file=buffer,
+        width=width,
+        force_terminal=colour,
+        no_color=not colour,
+        highlight=False,
+        color_system="truecolor" if colour else None,
+    )
+    console.print(_summary(analysis))
+    console.print(_verdict(analysis))
+    console.print(_bucket_table(analysis))
+    console.print(_ops_table(analysis, top))
+    unclassified = _unclassified(analysis)
+    if unclassified is not None:
+        console.print(unclassified)
+    if analysis.step_stats:
+        console.print(_steps_table(analysis))
+    console.print(Text(f"Compute vs HBM: {analysis.compute_hbm_basis}.", style="italic"))
+    for warning in analysis.warnings:
+        console.print(Text(f"warning: {warning}", style="yellow"))
+    return buffer.getvalue()
+
+
+def _ms(ns: int) -> str:
+    return f"{ns / 1e6:,.2f}"
+
+
+def _summary(a: Analysis) -> Text:
+    ranks = len(a.ranks)
+    devices = sorted({n for r in a.ranks for n in r.device_names}) or (
+        ["GPU"] if a.device == "gpu" else ["CPU only"]
+    )
+    clocks = sorted({r.clock for r in a.ranks})
+    graph = sum(r.graph_kernels for r in a.ranks)
+    text = Text()
+    text.append("tracekit analysis of ", style="bold")
+    text.append(f"{a.source}\n", style="bold underline")
+    text.append(
+        f"{ranks} rank(s) · {a.device.upper()} · {', '.join(devices)} · clock: {', '.join(clocks)}"
+    )
+    if a.manifest:
+        layout = a.manifest.get("layout", {})
+        text.append(" · layout " + " ".join(f"{k}={v}" for k, v in layout.items()))
+        text.append(f" · capture status: {a.manifest.get('status')}")
+    if graph:
+        text.append(f"\n{graph} kernels replayed from CUDA/HIP graphs, attributed one by one")
+    return text
+
+
+def _verdict(a: Analysis) -> Panel:
+    r = a.regime
+    lines = [Text(r.label, style="bold")]
+    lines += [Text(f"• {e}") for e in r.evidence]
+    lines += [Text(f"→ {adv}", style="green") for adv in r.advice]
+    if r.runners_up:
+        lines.append(Text("runners-up: " + ", ".join(r.runners_up), style="dim"))
+    lines += [Text(f"not assessed: {k}: {why}", style="dim") for k, why in r.not_assessed.items()]
+    return Panel(Group(*lines), title="Regime", title_align="left", box=box.ROUNDED)
+
+
+def _bar(rank: RankResult) -> Text:
+    bar = Text()
+    used = 0
+    for bucket in BUCKETS:
+        cells = round(rank.buckets[bucket] / rank.window_ns * BAR_WIDTH) if rank.window_ns else 0
+        cells = min(cells, BAR_WIDTH - used)
+        bar.append("█" * cells, style=COLOURS[bucket])
+        used += cells
+    return bar
+
+
+def _bucket_table(a: Analysis) -> Table:
+    table = Table(
+        title="Where the time went (exclusive buckets, % of each rank's window)",
+        box=box.SIMPLE_HEAD,
+        title_justify="left",
+    )
+    table.add_column("rank", no_wrap=True)
+    table.add_column("window ms", justify="right")
+    for bucket in BUCKETS:
+        table.add_column(SHORT.get(bucket, bucket), justify="right", style=COLOURS[bucket])
+    table.add_column("coll hidden ms", justify="right")
+    table.add_column("bar", no_wrap=True, min_width=BAR_WIDTH)
+    for rank in a.ranks:
+        shares = [
+            f"{rank.buckets[k] / rank.window_ns:.1%}" if rank.window_ns else "-" for k in BUCKETS
+        ]
+        table.add_row(
+            rank.label,
+            _ms(rank.window_ns),
+            *shares,
+            _ms(rank.overlapped.get(COLLECTIVE, 0)),
+            _bar(rank),
+        )
+    table.caption = (
+        "coll = exposed collectives, moe = MoE routing, kv = KV-cache stalls; "
+        "coll hidden = collective time overlapped by compute"
+    )
+    return table
+
+
+def _merge_ops(ops: list[OpTime]) -> list[OpTime]:
+    merged: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+    bucket_of: dict[tuple[str, str], str] = {}
+    for op in ops:
+        key = (op.name, op.family)
+        merged[key][0] += op.count
+        merged[key][1] += op.total_ns
+        bucket_of[key] = op.bucket
+    out = [OpTime(n, f, bucket_of[(n, f)], c, t) for (n, f), (c, t) in merged.items()]
+    return sorted(out, key=lambda o: (-o.total_ns, o.name))
+
+
+def _ops_table(a: Analysis, top: int) -> Table:
+    kind = "device time" if a.device == "gpu" else "self time"
+    table = Table(
+        title=f"Top kernels / ops ({kind}, all ranks)", box=box.SIMPLE_HEAD, title_justify="left"
+    )
+    for col, justify in (
+        ("name", "left"),
+        ("family", "left"),
+        ("bucket", "left"),
+        ("calls", "right"),
+        ("total ms", "right"),
+    ):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for op in _merge_ops([o for r in a.ranks for o in r.top_ops])[:top]:
+        table.add_row(
+            _short(op.name),
+            op.family,
+            Text(op.bucket, style=COLOURS[op.bucket]),
+            str(op.count),
+            _ms(op.total_ns),
+        )
+    return table
+
+
+def _unclassified(a: Analysis) -> Table | None:
+    ops = _merge_ops([o for r in a.ranks for o in r.unclassified])
+    if not ops:
+        return None
+    total = sum(r.families.get("unclassified", 0) for r in a.ranks)
+    table = Table(
+        title=f"Unclassified names ({_ms(total)} ms counted under compute; no rule "
+        "in analyzers/rules.py names them)",
+        box=box.SIMPLE_HEAD,
+        title_justify="left",
+    )
+    table.add_column("name")
+    table.add_column("calls", justify="right")
+    table.add_column("total ms", justify="right")
+    for op in ops[:10]:
+        table.add_row(_short(op.name), str(op.count), _ms(op.total_ns))
+    return table
+
+
+def _steps_table(a: Analysis) -> Table:
+    table = Table(
+        title="Engine steps (vLLM execute_context_N(T)_generation_M(G), host time)",
+        box=box.SIMPLE_HEAD,
+        title_justify="left",
+    )
+    for col in (
+        "kind",
+        "steps",
+        "prefill tok",
+        "decode tok",
+        "total ms",
+        "mean ms",
+        "p50 ms",
+        "p90 ms",
+        "max ms",
+    ):
+        table.add_column(col, justify="left" if col == "kind" else "right")
+    for s in a.step_stats:
+        table.add_row(
+            s.kind,
+            str(s.count),
+            str(s.context_tokens),
+            str(s.generation_tokens),
+            _ms(s.total_ns),
+            _ms(s.mean_ns),
+            _ms(s.p50_ns),
+            _ms(s.p90_ns),
+            _ms(s.max_ns),
+        )
+    return table
+
+
+def _short(name: str, limit: int = 70) -> str:
+    return name if len(name) <= limit else name[: limit - 1] + "…"
