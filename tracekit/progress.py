@@ -6,7 +6,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 
-
 @contextmanager
 def progress_bar(enabled: bool) -> Iterator[Callable[[int, int, str], None] | None]:
     """Yields a ``progress(done, total, name)`` callback, or None when disabled."""
