@@ -83,5 +83,53 @@ def analyze(path: Path, as_json: bool, top: int, width: int | None) -> None:
     click.echo(render_console(analysis, width=max(width, 80), colour=colour, top=top), nl=False)
 
 
+@main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option(
+    "-o",
+    "--out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Run directory to create (never overwritten).",
+)
+@click.option(
+    "--warmup-steps",
+    default=5,
+    show_default=True,
+    help="Engine steps to skip before the profiled window.",
+)
+@click.option("--steps", default=20, show_default=True, help="Engine steps to profile.")
+@click.option(
+    "--nvtx-only",
+    is_flag=True,
+    help="No torch.profiler: only NVTX ranges and step stats (for nsys profile).",
+)
+@click.option("--record-shapes", is_flag=True, help="Record op input shapes (larger traces).")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@guarded
+def capture(
+    out: Path,
+    warmup_steps: int,
+    steps: int,
+    nvtx_only: bool,
+    record_shapes: bool,
+    command: tuple[str, ...],
+) -> None:
+    """Run COMMAND (after --) unchanged and record every vLLM rank into a run directory.
+
+    Example: tracekit capture --out run1 -- vllm serve MODEL --tensor-parallel-size 2
+    """
+    from collectors.capture import run as run_capture
+    from collectors.settings import Settings
+
+    settings = Settings(
+        run_dir=out,
+        mode="nvtx" if nvtx_only else "full",
+        warmup_steps=warmup_steps,
+        steps=steps,
+        record_shapes=record_shapes,
+    )
+    sys.exit(run_capture(settings, list(command)))
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,218 @@
+"""``tracekit capture``: run the user's command unchanged and leave a run directory.
+
+The command runs in its own session, so a terminal's Ctrl-C reaches tracekit only; tracekit
+forwards SIGINT / SIGTERM to the command and waits while vLLM shuts down (which flushes the
+profiler). A second signal escalates to SIGKILL. stdout / stderr pass through live and are
+kept in ``logs/``. tracekit exits with the command's exit status (128 + N for signal N).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any
+
+from collectors import hardware
+from collectors.settings import META, RAW_TRACES, Settings
+from tracekit import rundir
+from tracekit.errors import TracekitError
+from tracekit.rundir import Layout, Manifest, RankEntry
+
+log = logging.getLogger(__name__)
+_TIMESTAMPED = re.compile(r"^(?P<name>.+?)\.\d{6,}\.pt\.trace\.json(?P<gz>\.gz)?$")
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def prepare(settings: Settings, argv: list[str]) -> Manifest:
+    run = settings.run_dir
+    if run.exists() and (not run.is_dir() or any(run.iterdir())):
+        raise TracekitError(run, "already exists; a run directory is never overwritten")
+    for sub in (rundir.TRACES, rundir.STEPS, rundir.LOGS, META):
+        (run / sub).mkdir(parents=True, exist_ok=True)
+    manifest = Manifest(
+        tracekit_version=hardware.versions().get("tracekit", "?"),
+        status="running",
+        argv=argv,
+        started_at=_now(),
+        host=hardware.host(),
+        hardware=hardware.hardware(),
+        versions=hardware.versions(),
+        capture=_options(settings),
+    )
+    rundir.write_manifest(run, manifest)
+    return manifest
+
+
+def _options(settings: Settings) -> dict[str, Any]:
+    return {
+        "mode": settings.mode,
+        "warmup_steps": settings.warmup_steps,
+        "steps": settings.steps,
+        "record_shapes": settings.record_shapes,
+    }
+
+
+def run(settings: Settings, argv: list[str]) -> int:
+    """Capture ``argv``; returns the exit status tracekit should exit with."""
+    if not argv:
+        raise TracekitError(None, "no command given: tracekit capture --out DIR -- COMMAND ...")
+    manifest = prepare(settings, argv)
+    logs = settings.run_dir / rundir.LOGS
+    env = {**os.environ, **settings.to_env()}
+    try:
+        child = subprocess.Popen(
+            argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+        )
+    except OSError as exc:
+        finish(
+            settings,
+            manifest,
+            127,
+            interrupted=False,
+            note=f"could not start {argv[0]}: {exc.strerror or exc}",
+        )
+        raise TracekitError(
+            argv[0], f"could not start the command: {exc.strerror or exc}"
+        ) from None
+    tees = [
+        _tee(child.stdout, sys.stdout.buffer, logs / "stdout.log"),
+        _tee(child.stderr, sys.stderr.buffer, logs / "stderr.log"),
+    ]
+    interrupted = _forward_signals(child)
+    code = child.wait()
+    for tee in tees:
+        tee.join()
+    status = code if code >= 0 else 128 - code
+    finish(settings, manifest, status, interrupted=bool(interrupted))
+    return status
+
+
+def _tee(source: IO[bytes] | None, sink: IO[bytes], path: Path) -> threading.Thread:
+    def pump() -> None:
+        assert source is not None
+        with path.open("wb") as log_file:
+            for chunk in iter(lambda: source.read1(65536), b""):  # type: ignore[attr-defined]
+                log_file.write(chunk)
+                log_file.flush()
+                try:
+                    sink.write(chunk)
+                    sink.flush()
+                except (BrokenPipeError, ValueError):
+                    pass
+
+    thread = threading.Thread(target=pump, daemon=True)
+    thread.start()
+    return thread
+
+
+def _forward_signals(child: subprocess.Popen[bytes]) -> list[int]:
+    received: list[int] = []
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        received.append(signum)
+        try:
+            if len(received) == 1:
+                log.warning(
+                    "tracekit: forwarding %s to the command; waiting for it to flush",
+                    signal.Signals(signum).name,
+                )
+                child.send_signal(signum)
+            else:
+                os.killpg(child.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, forward)
+    return received
+
+
+def finish(
+    settings: Settings, manifest: Manifest, code: int, interrupted: bool, note: str | None = None
+) -> Manifest:
+    """Collect traces and engine facts, and write the final manifest."""
+    run = settings.run_dir
+    notes = list(manifest.notes) + ([note] if note else [])
+    ranks, trace_notes = collect_traces(run)
+    notes += trace_notes
+    engines = _engine_meta(run)
+    first = engines[0] if engines else {}
+    status: rundir.Status = "interrupted" if interrupted else "complete" if code == 0 else "failed"
+    if settings.mode == "full" and not ranks:
+        notes.append(
+            "no traces were written (did the command start a vLLM engine with "
+            "tracekit installed in its environment?)"
+        )
+    final = Manifest(
+        tracekit_version=manifest.tracekit_version,
+        status=status,
+        argv=manifest.argv,
+        started_at=manifest.started_at,
+        ended_at=_now(),
+        exit_code=code,
+        host=manifest.host,
+        hardware=manifest.hardware,
+        versions=manifest.versions,
+        layout=Layout(**first.get("layout", {})) if first else Layout(),
+        model=first.get("model"),
+        kv_cache={**first.get("kv_cache", {}), "engines": len(engines)} if first else None,
+        ranks=ranks,
+        capture=manifest.capture,
+        notes=notes,
+    )
+    rundir.write_manifest(run, final)
+    return final
+
+
+def collect_traces(run: Path) -> tuple[list[RankEntry], list[str]]:
+    """Move vLLM's traces to ``traces/`` under stable, unique names; one entry per rank."""
+    from analyzers.discover import fields_from_name
+
+    raw = run / rundir.TRACES / RAW_TRACES
+    notes: list[str] = []
+    if raw.is_dir():
+        for path in sorted(raw.iterdir()):
+            match = _TIMESTAMPED.match(path.name)
+            if not match or "async_llm" in path.name:
+                continue  # profiler_out.txt tables, front-end traces
+            name = f"{match['name']}.pt.trace.json{match['gz'] or ''}"
+            target = run / rundir.TRACES / name
+            counter = 2
+            while target.exists():
+                notes.append(f"trace name {name} appeared twice; kept both")
+                target = target.with_name(
+                    f"{match['name']}-{counter}.pt.trace.json{match['gz'] or ''}"
+                )
+                counter += 1
+            shutil.move(str(path), target)
+        shutil.rmtree(raw, ignore_errors=True)
+    entries = []
+    for path in sorted((run / rundir.TRACES).glob("*.pt.trace.json*")):
+        fields = fields_from_name(path.name)
+        entries.append(
+            RankEntry(path.name, **{k: fields.get(k) for k in ("rank", "dp", "pp", "tp", "ep")})
+        )
+    return entries, notes
+
+
+def _engine_meta(run: Path) -> list[dict[str, Any]]:
+    out = []
+    for path in sorted((run / META).glob("engine-*.json")):
+        try:
+            out.append(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            continue
+    return out

@@ -1,0 +1,42 @@
+"""Hooks in vLLM's workers: phase ranges, and trace names unique per dp/pp/tp/ep rank."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from collectors.phases import in_phase
+
+
+def rank_suffix(global_rank: int | None = None) -> str:
+    """``dp0_pp1_tp0_ep0_rank2``: every parallel dimension this worker has.
+
+    vLLM's own suffix falls back to ``rank<N>`` when any group is missing (dense models have
+    no expert-parallel group), which makes DP replicas' trace names collide.
+    """
+    from vllm.distributed import parallel_state as ps
+
+    parts = []
+    for key, getter in (
+        ("dp", "get_dp_group"),
+        ("pp", "get_pp_group"),
+        ("tp", "get_tp_group"),
+        ("ep", "get_ep_group"),
+    ):
+        try:
+            parts.append(f"{key}{getattr(ps, getter)().rank_in_group}")
+        except Exception:  # the group does not exist in this layout
+            continue
+    if global_rank is not None:
+        parts.append(f"rank{global_rank}")
+    return "_".join(parts)
+
+
+def install() -> None:
+    import vllm.distributed.utils as dist_utils
+    from vllm.v1.worker.gpu_worker import Worker
+
+    dist_utils.get_worker_rank_suffix = rank_suffix
+    cls: Any = Worker
+    cls.execute_model = in_phase("forward", cls.execute_model)
+    if hasattr(cls, "sample_tokens"):
+        cls.sample_tokens = in_phase("sample", cls.sample_tokens)

@@ -1,0 +1,88 @@
+"""A user's own offline vLLM script: tiny dummy-weight model, batches of token prompts.
+
+It knows nothing of tracekit; ``tracekit capture -- python tiny_llm.py ...`` profiles it.
+
+    python sample_traces/workloads/tiny_llm.py --tp 2 --requests 12 --max-tokens 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tiny_model import write_model
+
+# Facts for vLLM on a small CPU machine (see VLLM_CPU.md); a user's own values win.
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--tp", type=int, default=1)
+    parser.add_argument("--pp", type=int, default=1)
+    parser.add_argument("--moe", action="store_true")
+    parser.add_argument("--requests", type=int, default=12)
+    parser.add_argument("--prompt-len", type=int, default=64)
+    parser.add_argument("--max-tokens", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=2, help="generate() calls")
+    parser.add_argument("--eager", action="store_true", help="enforce_eager (not with --pp)")
+    parser.add_argument("--kv-blocks", type=int, default=None, help="num_gpu_blocks_override")
+    parser.add_argument("--block-size", type=int, default=None)
+    parser.add_argument("--max-model-len", type=int, default=1024)
+    parser.add_argument("--max-num-seqs", type=int, default=None)
+    parser.add_argument("--max-num-batched-tokens", type=int, default=None)
+    args = parser.parse_args()
+    if args.tp * args.pp > 1:
+        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "0|1")
+
+    from vllm import LLM, SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    model = write_model(
+        Path(tempfile.mkdtemp(prefix="tiny-model-")), "moe" if args.moe else "dense"
+    )
+    extra = {
+        k: v
+        for k, v in (
+            ("num_gpu_blocks_override", args.kv_blocks),
+            ("block_size", args.block_size),
+            ("max_num_seqs", args.max_num_seqs),
+            ("max_num_batched_tokens", args.max_num_batched_tokens),
+        )
+        if v is not None
+    }
+    llm = LLM(
+        model=str(model),
+        load_format="dummy",
+        skip_tokenizer_init=True,
+        tensor_parallel_size=args.tp,
+        pipeline_parallel_size=args.pp,
+        max_model_len=args.max_model_len,
+        enforce_eager=args.eager,
+        seed=0,
+        **extra,
+    )
+    params = SamplingParams(max_tokens=args.max_tokens, ignore_eos=True, temperature=0.0)
+    total = 0
+    for round_index in range(args.rounds):
+        prompts = [
+            TokensPrompt(
+                prompt_token_ids=[
+                    (7 * i + 13 * j + round_index) % 2000 + 3 for j in range(args.prompt_len)
+                ]
+            )
+            for i in range(args.requests)
+        ]
+        outputs = llm.generate(prompts, params, use_tqdm=False)
+        total += sum(len(o.outputs[0].token_ids) for o in outputs)
+    print(f"generated {total} tokens")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
