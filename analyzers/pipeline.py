@@ -15,11 +15,12 @@ import numpy as np
 
 from analyzers.attribute import Attribution, attribute
 from analyzers.classify import FAMILIES, UNCLASSIFIED_INDEX, classify_events
+from analyzers.engine_steps import engine_stats
 from analyzers.loader import Progress, load
 from analyzers.regime import verdict
 from analyzers.rules import FAMILY_BUCKET
 from analyzers.steps import StepRow, find_steps
-from tracekit import __version__
+from tracekit import __version__, rundir
 from tracekit.analysis import Analysis, OpTime, RankResult, Step, StepStats, check_invariant
 from tracekit.buckets import BUCKETS
 from tracekit.errors import TracekitError
@@ -96,6 +97,8 @@ def analyze_trace(trace: Trace, stages: Sequence[Stage] = RANK_STAGES) -> Analys
     warnings = list(trace.warnings)
     for rank in trace.ranks:
         warnings += [f"{rank.id.label}: {n} {why}" for why, n in rank.ignored.items()]
+    records = rundir.read_steps(Path(trace.run_dir)) if trace.run_dir else []
+    engine = engine_stats(records)
     analysis = Analysis(
         tracekit_version=__version__,
         source=trace.source,
@@ -104,8 +107,9 @@ def analyze_trace(trace: Trace, stages: Sequence[Stage] = RANK_STAGES) -> Analys
         compute_hbm_basis=COMPUTE_HBM_BASIS,
         ranks=results,
         step_stats=step_stats(results),
-        regime=verdict(results, COMPUTE_HBM_BASIS),
+        regime=verdict(results, COMPUTE_HBM_BASIS, engine),
         warnings=warnings,
+        engine=engine,
         manifest=trace.manifest,
     )
     check_invariant(analysis, trace.source)

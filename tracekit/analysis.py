@@ -78,6 +78,35 @@ class RankResult(msgspec.Struct, frozen=True, kw_only=True):
     ignored: dict[str, int] = msgspec.field(default_factory=dict)
 
 
+class TimelinePoint(msgspec.Struct, frozen=True):
+    ts_ns: int
+    kv_usage: float
+    running: int
+    waiting: int
+    preemptions: int
+
+
+class EngineStats(msgspec.Struct, frozen=True, kw_only=True):
+    """Scheduler / KV-cache figures from a capture's per-step records (time-weighted)."""
+
+    engines: int
+    steps: int
+    span_ns: int
+    step_time_ns: int
+    preemptions: int
+    kv_usage_max: float
+    kv_usage_mean: float
+    running_max: int
+    running_mean: float
+    waiting_max: int
+    waiting_share: float  # share of step time with requests waiting
+    kv_full_waiting_ns: int  # KV cache ≥ 90% full while requests wait or are preempted
+    kv_full_waiting_share: float
+    prefill_tokens: int
+    decode_tokens: int
+    timeline: list[TimelinePoint]
+
+
 class Regime(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     label: str
@@ -99,6 +128,7 @@ class Analysis(msgspec.Struct, frozen=True, kw_only=True):
     step_stats: list[StepStats]
     regime: Regime
     warnings: list[str]
+    engine: EngineStats | None = None
     manifest: dict[str, Any] | None = None
 
     # --- derived views (pandas), built on demand -------------------------------------------

@@ -1,9 +1,10 @@
 """Regime verdict: the one table of thresholds, and the verdict computed from it.
 
-Each regime is decided by the share of the analysed time (summed over ranks) that its
-buckets hold. ``score = share / threshold``: a regime qualifies at score ≥ 1; the highest
-qualifying score wins, the rest are runners-up. Capacity-bound needs KV-cache step stats and
-is reported as not assessed where they are absent (the KV-stall stage provides them).
+Each regime is decided by one signal: the share of the analysed time (summed over ranks)
+that its buckets hold, or for capacity-bound the share of engine step time during which the
+KV cache was at least 90% full while requests waited or were preempted (from a capture's
+``steps/``). ``score = share / threshold``: a regime qualifies at score ≥ 1; the highest
+score wins, the rest are runners-up. Without step records capacity-bound is not assessed.
 
 | regime               | bucket(s)    | threshold (share of window) |
 |----------------------|--------------|-----------------------------|
@@ -13,6 +14,7 @@ is reported as not assessed where they are absent (the KV-stall stage provides t
 | routing-bound        | moe_routing  | 0.15                        |
 | bubble-bound         | bubble       | 0.20                        |
 | host-bound           | host         | 0.30                        |
+| capacity-bound       | KV full + waiting (steps/) | 0.20          |
 """
 
 from __future__ import annotations
@@ -27,9 +29,12 @@ from tracekit import buckets as b
 class RegimeRule:
     name: str
     label: str
-    buckets: tuple[str, ...]
+    buckets: tuple[str, ...]  # empty: the signal is KV_SIGNAL, not bucket time
     threshold: float
     advice: tuple[str, ...]
+
+
+KV_SIGNAL: Final = "KV cache ≥90% full while requests wait"
 
 
 REGIME_RULES: Final[tuple[RegimeRule, ...]] = (
@@ -97,7 +102,19 @@ REGIME_RULES: Final[tuple[RegimeRule, ...]] = (
     ),
 )
 
-NOT_ASSESSED: Final[dict[str, str]] = {
-    "capacity-bound": "needs per-step KV-cache usage, running and waiting counts (a tracekit "
-    "capture's steps/); not present in this input",
-}
+CAPACITY: Final = RegimeRule(
+    "capacity-bound",
+    "capacity-bound (KV cache full)",
+    (),
+    0.20,
+    (
+        "The KV cache caps the running batch (requests wait or are preempted): more KV memory "
+        "per replica helps most — raise TP to unlock memory stranded under DP (the capacity "
+        "trap), use a smaller KV dtype, or lower max_num_seqs / context length.",
+    ),
+)
+
+NOT_ASSESSED_CAPACITY: Final = (
+    "needs per-step KV-cache usage, running and waiting counts (a tracekit capture's "
+    "steps/); not present in this input"
+)

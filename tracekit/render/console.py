@@ -11,7 +11,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from tracekit.analysis import Analysis, OpTime, RankResult
+from tracekit.analysis import Analysis, EngineStats, OpTime, RankResult
 from tracekit.buckets import BUCKETS, COLLECTIVE
 
 COLOURS = {
@@ -24,8 +24,15 @@ COLOURS = {
     "host": "bright_black",
     "idle": "grey23",
 }
-BAR_WIDTH = 30
-SHORT = {"collective": "coll", "moe_routing": "moe", "kv_stall": "kv"}
+BAR_WIDTH = 16
+SHORT = {
+    "compute": "comp",
+    "collective": "coll",
+    "bubble": "bubl",
+    "moe_routing": "moe",
+    "kv_stall": "kv",
+}
+SPARK = "▁▂▃▄▅▆▇█"
 
 
 def render(analysis: Analysis, width: int = 120, colour: bool = False, top: int = 12) -> str:
@@ -47,6 +54,8 @@ def render(analysis: Analysis, width: int = 120, colour: bool = False, top: int 
         console.print(unclassified)
     if analysis.step_stats:
         console.print(_steps_table(analysis))
+    if analysis.engine is not None:
+        console.print(_engine(analysis.engine))
     console.print(Text(f"Compute vs HBM: {analysis.compute_hbm_basis}.", style="italic"))
     for warning in analysis.warnings:
         console.print(Text(f"warning: {warning}", style="yellow"))
@@ -106,16 +115,20 @@ def _bucket_table(a: Analysis) -> Table:
         title="Where the time went (exclusive buckets, % of each rank's window)",
         box=box.SIMPLE_HEAD,
         title_justify="left",
+        padding=(0, 1),
     )
     table.add_column("rank", no_wrap=True)
-    table.add_column("window ms", justify="right")
+    table.add_column("window ms", justify="right", no_wrap=True)
     for bucket in BUCKETS:
-        table.add_column(SHORT.get(bucket, bucket), justify="right", style=COLOURS[bucket])
-    table.add_column("coll hidden ms", justify="right")
+        table.add_column(
+            SHORT.get(bucket, bucket), justify="right", style=COLOURS[bucket], no_wrap=True
+        )
+    table.add_column("hid ms", justify="right", no_wrap=True)
     table.add_column("bar", no_wrap=True, min_width=BAR_WIDTH)
     for rank in a.ranks:
         shares = [
-            f"{rank.buckets[k] / rank.window_ns:.1%}" if rank.window_ns else "-" for k in BUCKETS
+            f"{rank.buckets[k] / rank.window_ns * 100:.1f}" if rank.window_ns else "-"
+            for k in BUCKETS
         ]
         table.add_row(
             rank.label,
@@ -125,8 +138,8 @@ def _bucket_table(a: Analysis) -> Table:
             _bar(rank),
         )
     table.caption = (
-        "coll = exposed collectives, moe = MoE routing, kv = KV-cache stalls; "
-        "coll hidden = collective time overlapped by compute"
+        "comp = compute, coll = exposed collectives, bubl = pipeline bubbles, moe = MoE "
+        "routing, kv = KV-cache stalls; hid ms = collective time hidden under compute"
     )
     return table
 
@@ -216,6 +229,61 @@ def _steps_table(a: Analysis) -> Table:
             _ms(s.p90_ns),
             _ms(s.max_ns),
         )
+    return table
+
+
+def _spark(values: list[float], top: float) -> str:
+    if top <= 0:
+        return SPARK[0] * len(values)
+    return "".join(
+        SPARK[min(int(v / top * (len(SPARK) - 1) + 0.5), len(SPARK) - 1)] for v in values
+    )
+
+
+def _engine(e: EngineStats) -> Table:
+    table = Table(
+        title=f"Scheduler and KV cache over time ({e.steps} engine steps, "
+        f"{e.engines} engine(s), {_ms(e.span_ns)} ms; peak per time bin)",
+        box=box.SIMPLE_HEAD,
+        title_justify="left",
+    )
+    table.add_column("series", no_wrap=True)
+    table.add_column("peak", justify="right")
+    table.add_column("mean", justify="right")
+    table.add_column("timeline", no_wrap=True)
+    points = e.timeline
+    table.add_row(
+        "KV-cache usage",
+        f"{e.kv_usage_max:.0%}",
+        f"{e.kv_usage_mean:.0%}",
+        _spark([p.kv_usage for p in points], 1.0),
+    )
+    table.add_row(
+        "running",
+        str(e.running_max),
+        f"{e.running_mean:.1f}",
+        _spark([float(p.running) for p in points], float(e.running_max)),
+    )
+    table.add_row(
+        "waiting",
+        str(e.waiting_max),
+        f"{e.waiting_share:.0%} of time",
+        _spark([float(p.waiting) for p in points], float(e.waiting_max)),
+    )
+    table.add_row(
+        "preemptions",
+        str(e.preemptions),
+        "",
+        _spark(
+            [float(p.preemptions) for p in points],
+            float(max((p.preemptions for p in points), default=0)),
+        ),
+    )
+    table.caption = (
+        f"KV cache ≥90% full while requests wait: {e.kv_full_waiting_share:.1%} "
+        f"of step time; prefill {e.prefill_tokens} / decode {e.decode_tokens} "
+        "tokens"
+    )
     return table
 
 
