@@ -28,7 +28,6 @@ from collectors.settings import META, Settings
 from tracekit.rundir import STEPS, StepRecord
 
 log = logging.getLogger(__name__)
-PROFILE_PREFIX = "tracekit"
 
 
 class EngineRecorder:
@@ -168,12 +167,12 @@ def install(settings: Settings) -> None:
 def _first_step_hook(original: Any, settings: Settings) -> Any:
     def step(self: Any, *args: Any, **kwargs: Any) -> Any:
         if id(self) not in _RECORDERS:
-            _RECORDERS[id(self)] = EngineRecorder(self, settings)
+            recorder = _RECORDERS[id(self)] = EngineRecorder(self, settings)
             if settings.mode == "full":
-                try:
+                try:  # the engine knows its DP index; workers add pp/tp/ep (worker_hooks)
                     self.profile(
                         True,
-                        PROFILE_PREFIX,
+                        f"dp{recorder.dp}",
                         delay_iterations=settings.warmup_steps,
                         max_iterations=settings.steps,
                     )

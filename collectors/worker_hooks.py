@@ -8,16 +8,16 @@ from collectors.phases import in_phase
 
 
 def rank_suffix(global_rank: int | None = None) -> str:
-    """``dp0_pp1_tp0_ep0_rank2``: every parallel dimension this worker has.
+    """``pp1_tp0_ep0_rank2``: the worker's parallel ranks; the engine adds ``dp<N>`` first.
 
     vLLM's own suffix falls back to ``rank<N>`` when any group is missing (dense models have
-    no expert-parallel group), which makes DP replicas' trace names collide.
+    no expert-parallel group), and DP replicas that run as separate engines each see DP
+    rank 0, so their trace names collide; the engine core's DP index keeps them apart.
     """
     from vllm.distributed import parallel_state as ps
 
     parts = []
     for key, getter in (
-        ("dp", "get_dp_group"),
         ("pp", "get_pp_group"),
         ("tp", "get_tp_group"),
         ("ep", "get_ep_group"),

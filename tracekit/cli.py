@@ -131,5 +131,14 @@ def capture(
     sys.exit(run_capture(settings, list(command)))
 
 
+def _register() -> None:
+    from tracekit.cli_export import export_command, open_command
+
+    main.add_command(export_command)
+    main.add_command(open_command)
+
+
+_register()
+
 if __name__ == "__main__":
     main()
