@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import Final, Literal
 
@@ -52,3 +53,57 @@ def classify_events(events: Events, names: NameTable) -> npt.NDArray[np.int16]:
 
 
 UNCLASSIFIED_INDEX: Final = FAMILY_INDEX[UNCLASSIFIED]
+
+
+#: Host ops that are MoE routing inside an MoE layer but sampling inside the sampler.
+ROUTING_CANDIDATES: Final = re.compile(r"^aten::(topk|_?softmax|sort|argsort)$")
+SAMPLER_SCOPE: Final = re.compile(r"sampl", re.IGNORECASE)
+
+
+def route_moe_host_ops(
+    events: Events, names: NameTable, family: npt.NDArray[np.int16]
+) -> npt.NDArray[np.int16]:
+    """In a run with MoE expert ops, top-k / softmax outside the sampler are routing.
+
+    vLLM's CPU MoE layer computes routing with ``aten::topk`` and ``aten::softmax`` (no fused
+    kernel), names the sampler also uses. Ops inside a sampling scope (vLLM's
+    ``gpu_model_runner: sample``, tracekit's ``tracekit::sample``) keep their sampling family.
+    """
+    moe = family == FAMILY_INDEX["moe_gemm"]
+    if not moe.any():
+        return family
+    ops = np.flatnonzero(events.kind == Kind.CPU_OP)
+    ids, inverse = np.unique(events.name_id[ops], return_inverse=True)
+    is_candidate = np.array([bool(ROUTING_CANDIDATES.match(names[int(i)])) for i in ids])
+    candidates = ops[is_candidate[inverse]] if len(ids) else ops[:0]
+    if not len(candidates):
+        return family
+    scopes = np.flatnonzero(events.kind == Kind.ANNOTATION)
+    scope_ids, scope_inverse = np.unique(events.name_id[scopes], return_inverse=True)
+    is_sampler = np.array([bool(SAMPLER_SCOPE.search(names[int(i)])) for i in scope_ids])
+    sampler = scopes[is_sampler[scope_inverse]] if len(scope_ids) else scopes[:0]
+    inside = _inside_any(events, candidates, sampler)
+    out = family.copy()
+    out[candidates[~inside]] = FAMILY_INDEX["moe_routing"]
+    return out
+
+
+def _inside_any(
+    events: Events, rows: npt.NDArray[np.intp], scopes: npt.NDArray[np.intp]
+) -> npt.NDArray[np.bool_]:
+    """Whether each row lies within a scope interval on the same thread."""
+    inside = np.zeros(len(rows), dtype=bool)
+    if not len(scopes):
+        return inside
+    for thread in np.unique(events.tid[rows]):
+        mine = rows[events.tid[rows] == thread]
+        theirs = scopes[events.tid[scopes] == thread]
+        if not len(theirs):
+            continue
+        order = np.argsort(events.start_ns[theirs])
+        s_start = events.start_ns[theirs][order]
+        s_end = np.maximum.accumulate(events.end_ns[theirs][order])
+        at = np.searchsorted(s_start, events.start_ns[mine], side="right") - 1
+        ok = (at >= 0) & (s_end[np.clip(at, 0, None)] >= events.end_ns[mine])
+        inside[np.isin(rows, mine[ok])] = True
+    return inside

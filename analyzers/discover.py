@@ -6,11 +6,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from analyzers.nsys import REPORT_SUFFIXES, SQLITE_SUFFIXES
 from tracekit import rundir
 from tracekit.errors import TracekitError
 from tracekit.rundir import Manifest
 
 _TRACE_SUFFIXES = (".json", ".json.gz")
+_NSYS_SUFFIXES = SQLITE_SUFFIXES + REPORT_SUFFIXES  # Nsight Systems exports and reports
 # vLLM's front-end (API server) trace holds no model work; it is not a rank.
 _NOT_A_RANK = re.compile(r"async_llm|api_server|frontend", re.IGNORECASE)
 _FIELD = re.compile(r"(?:^|[_.\-])(dp|pp|tp|ep|rank)[_\-]?(\d+)(?=$|[_.\-])", re.IGNORECASE)
@@ -36,6 +38,10 @@ def is_trace_name(path: Path) -> bool:
     return path.name.endswith(_TRACE_SUFFIXES) and path.name != rundir.MANIFEST
 
 
+def is_nsys_name(path: Path) -> bool:
+    return path.suffix.lower() in _NSYS_SUFFIXES
+
+
 def fields_from_name(name: str) -> dict[str, int]:
     """``dp0_pp1_tp2_rank3.pt.trace.json.gz`` → {dp: 0, pp: 1, tp: 2, rank: 3}."""
     found: dict[str, int] = {}
@@ -51,36 +57,48 @@ def discover(path: Path) -> Discovered:
     if path.is_file():
         if path.name == rundir.MANIFEST:
             return discover(path.parent)
-        if path.suffix in (".sqlite", ".nsys-rep", ".qdrep"):
-            raise TracekitError(
-                path,
-                "Nsight Systems exports are not supported yet; "
-                "analyse the torch.profiler traces instead",
-            )
         return Discovered(path, (TraceFile(path, fields_from_name(path.name), {}),), None, ())
     if rundir.is_run_dir(path):
         return _discover_run(path)
-    files = _trace_files(path)
+    files, notes = _trace_files(path)
     if not files and (path / rundir.TRACES).is_dir():
-        files = _trace_files(path / rundir.TRACES)
+        files, notes = _trace_files(path / rundir.TRACES)
     if not files:
-        raise TracekitError(path, "no trace files (*.json, *.json.gz) in this folder")
-    return _from_files(path, files, None, {})
+        raise TracekitError(
+            path, "no trace files (*.json, *.json.gz, *.sqlite, *.nsys-rep) in this folder"
+        )
+    found = _from_files(path, files, None, {})
+    return Discovered(path, found.files, None, notes + found.notes)
 
 
-def _trace_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and is_trace_name(p))
+def _trace_files(folder: Path) -> tuple[list[Path], tuple[str, ...]]:
+    """Kineto traces, else Nsight Systems exports (a report only where no export of it is
+    here). Both kinds in one folder describe the same run twice: the Kineto traces win."""
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    kineto = [p for p in files if is_trace_name(p)]
+    nsys = [p for p in files if is_nsys_name(p)]
+    if kineto:
+        return kineto, tuple(
+            f"skipped {p.name}: an Nsight Systems file next to Kineto traces "
+            "(analyse it on its own)"
+            for p in nsys
+        )
+    exports = {p.stem for p in nsys if p.suffix.lower() in SQLITE_SUFFIXES}
+    reports = [p for p in nsys if p.suffix.lower() in REPORT_SUFFIXES and p.stem in exports]
+    notes = tuple(f"skipped {p.name}: its SQLite export is here" for p in reports)
+    return [p for p in nsys if p not in reports], notes
 
 
 def _discover_run(run: Path) -> Discovered:
     manifest = rundir.read_manifest(run)
     traces = run / rundir.TRACES
     by_file = {entry.file: entry for entry in manifest.ranks}
-    files = _trace_files(traces) if traces.is_dir() else []
+    files, skipped = _trace_files(traces) if traces.is_dir() else ([], ())
     present = {p.name for p in files}
     notes = [
         f"manifest lists {name} but the file is missing" for name in by_file if name not in present
     ]
+    notes += skipped
     if manifest.status != "complete":
         notes.append(
             f"the capture did not complete (status: {manifest.status}, exit code "

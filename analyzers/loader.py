@@ -12,6 +12,7 @@ import numpy as np
 
 from analyzers.discover import Discovered, TraceFile, discover
 from analyzers.kineto import ParsedTrace, parse_trace
+from analyzers.nsys import is_nsys, parse_nsys
 from tracekit.errors import TracekitError
 from tracekit.model import DEVICE_KINDS, NameTable, RankId, RankTrace, Trace
 
@@ -34,14 +35,16 @@ def load(path: str | Path, progress: Progress | None = None) -> Trace:
         if progress:
             progress(done, total, file.path.name)
         try:
-            parsed = parse_trace(file.path)
+            parsed = parse_nsys(file.path) if is_nsys(file.path) else [parse_trace(file.path)]
         except TracekitError as exc:
             if total == 1:
                 raise
             log.warning("%s", exc)
             failures.append(exc)
             continue
-        ranks.append(_rank_trace(file, parsed, names))
+        # An nsys export holds one rank per active (device, process) pair: the file name
+        # names a rank only when the export holds just one.
+        ranks += [_rank_trace(file, p, names, alone=len(parsed) == 1) for p in parsed]
     if progress:
         progress(total, total, "")
     if not ranks:
@@ -61,21 +64,34 @@ def load(path: str | Path, progress: Progress | None = None) -> Trace:
     )
 
 
-def _rank_trace(file: TraceFile, parsed: ParsedTrace, names: NameTable) -> RankTrace:
+def _rank_trace(
+    file: TraceFile, parsed: ParsedTrace, names: NameTable, alone: bool = True
+) -> RankTrace:
     mapping = names.intern_all(parsed.names)
     events = parsed.events.remap_names(mapping)
     device_rows = np.isin(events.kind, DEVICE_KINDS)
     devices = tuple(int(d) for d in np.unique(events.device[device_rows]) if d >= 0)
     props = {p.get("id"): p for p in parsed.device_properties if isinstance(p, dict)}
     device_names = tuple(str(props[d].get("name", "")) for d in devices if d in props)
+    identity = _identity(file, parsed.distributed_info) if alone else RankId(source="none")
+    nsys = parsed.metadata.get("nsys")
+    if isinstance(nsys, dict):  # named from the export: process, CUDA device, GPU
+        source = f"nsys export: {nsys.get('label')}"
+        joined = source if identity.source == "none" else f"{identity.source}+{source}"
+        identity = msgspec.structs.replace(identity, source=joined)
     return RankTrace(
-        id=_identity(file, parsed.distributed_info),
+        id=identity,
         path=str(file.path),
         events=events,
         clock=parsed.clock,
         devices=devices,
         device_names=device_names,
-        metadata={**parsed.metadata, "distributedInfo": _small_dist_info(parsed)},
+        metadata={
+            **parsed.metadata,
+            "distributedInfo": _small_dist_info(parsed),
+            # memory, bandwidth, SM count, ... of this rank's devices, for hardware specs
+            "deviceProperties": [props[d] for d in devices if d in props],
+        },
         ignored=parsed.ignored,
     )
 
@@ -112,7 +128,11 @@ def _settle_identities(ranks: list[RankTrace]) -> list[RankTrace]:
         taken = {r.id.rank for r in ranks if r.id.rank is not None}
         free = (n for n in range(len(ranks) * 2 + 1) if n not in taken)
         renamed = {
-            id(r): msgspec.structs.replace(r.id, rank=next(free), source="file order")
+            id(r): msgspec.structs.replace(
+                r.id,
+                rank=next(free),
+                source="file order" if r.id.source == "none" else f"file order, {r.id.source}",
+            )
             for r in anonymous
         }
         ranks = [_with_id(r, renamed[id(r)]) if id(r) in renamed else r for r in ranks]

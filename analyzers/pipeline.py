@@ -14,7 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from analyzers.attribute import Attribution, attribute
-from analyzers.classify import FAMILIES, UNCLASSIFIED_INDEX, classify_events
+from analyzers.classify import (
+    FAMILIES,
+    UNCLASSIFIED_INDEX,
+    classify_events,
+    route_moe_host_ops,
+)
 from analyzers.engine_steps import engine_stats
 from analyzers.loader import Progress, load
 from analyzers.regime import verdict
@@ -49,7 +54,9 @@ Stage = Callable[[RankState], RankState]
 
 
 def classify_stage(state: RankState) -> RankState:
-    return replace(state, family=classify_events(state.trace.events, state.names))
+    events, names = state.trace.events, state.names
+    family = route_moe_host_ops(events, names, classify_events(events, names))
+    return replace(state, family=family)
 
 
 def attribute_stage(state: RankState) -> RankState:

@@ -38,7 +38,7 @@ def sweep(
     e = np.clip(end, lo, hi)
     keep = e > s
     s, e, lv = s[keep], e[keep], np.asarray(level)[keep].astype(np.int64)
-    bounds = np.unique(np.concatenate([s, e, np.array([lo, hi], dtype=np.int64)]))
+    bounds = _sorted_unique(np.concatenate([s, e, np.array([lo, hi], dtype=np.int64)]))
     nseg = len(bounds) - 1
     seg_len = np.diff(bounds)
     winner = np.full(nseg, -1, dtype=np.int32)
@@ -65,3 +65,11 @@ def sweep(
             exclusive[lvl] = int(seg_len[mine].sum())
     uncovered = int(seg_len[winner < 0].sum()) if nseg > 0 else 0
     return Partition(bounds, winner, exclusive, active, uncovered)
+
+
+def _sorted_unique(values: I64) -> I64:
+    """Sort-then-mask unique: numpy 2.x's hash-based ``np.unique`` is far slower on int64."""
+    ordered = np.sort(values)
+    if len(ordered) < 2:
+        return ordered
+    return ordered[np.concatenate(([True], ordered[1:] != ordered[:-1]))]

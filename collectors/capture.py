@@ -72,11 +72,13 @@ def run(settings: Settings, argv: list[str]) -> int:
     manifest = prepare(settings, argv)
     logs = settings.run_dir / rundir.LOGS
     env = {**os.environ, **settings.to_env()}
+    signals = _SignalForwarder()  # before the child starts: no signal may fall in between
     try:
         child = subprocess.Popen(
             argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
         )
     except OSError as exc:
+        signals.restore()
         finish(
             settings,
             manifest,
@@ -87,16 +89,17 @@ def run(settings: Settings, argv: list[str]) -> int:
         raise TracekitError(
             argv[0], f"could not start the command: {exc.strerror or exc}"
         ) from None
+    signals.attach(child)
     tees = [
         _tee(child.stdout, sys.stdout.buffer, logs / "stdout.log"),
         _tee(child.stderr, sys.stderr.buffer, logs / "stderr.log"),
     ]
-    interrupted = _forward_signals(child)
     code = child.wait()
     for tee in tees:
         tee.join()
+    signals.restore()
     status = code if code >= 0 else 128 - code
-    finish(settings, manifest, status, interrupted=bool(interrupted))
+    finish(settings, manifest, status, interrupted=bool(signals.received))
     return status
 
 
@@ -118,26 +121,43 @@ def _tee(source: IO[bytes] | None, sink: IO[bytes], path: Path) -> threading.Thr
     return thread
 
 
-def _forward_signals(child: subprocess.Popen[bytes]) -> list[int]:
-    received: list[int] = []
+class _SignalForwarder:
+    """SIGINT / SIGTERM go to the command; a second signal kills its whole process group."""
 
-    def forward(signum: int, _frame: FrameType | None) -> None:
-        received.append(signum)
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self.child: subprocess.Popen[bytes] | None = None
+        self.previous = {
+            sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+
+    def attach(self, child: subprocess.Popen[bytes]) -> None:
+        self.child = child
+        if self.received:  # arrived while the command was starting
+            self._send(self.received[0], first=True)
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        self.received.append(signum)
+        if self.child is not None:
+            self._send(signum, first=len(self.received) == 1)
+
+    def _send(self, signum: int, first: bool) -> None:
+        assert self.child is not None
         try:
-            if len(received) == 1:
+            if first:
                 log.warning(
                     "tracekit: forwarding %s to the command; waiting for it to flush",
                     signal.Signals(signum).name,
                 )
-                child.send_signal(signum)
+                self.child.send_signal(signum)
             else:
-                os.killpg(child.pid, signal.SIGKILL)
+                os.killpg(self.child.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, forward)
-    return received
+    def restore(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
 
 def finish(

@@ -127,3 +127,25 @@ def test_child_overrunning_parent_is_clipped(tmp_path: Path) -> None:
         ],
     )
     assert _buckets(path) == {"compute": 50, "hbm": 10, "idle": 10}
+
+
+def test_moe_topk_is_routing_outside_the_sampler(tmp_path: Path) -> None:
+    path = write_trace(
+        tmp_path / "t.json.gz",
+        [
+            cpu_op("aten::topk", 0, 10),  # routing in the MoE layer
+            cpu_op("_C::cpu_fused_moe", 10, 40),
+            annotation("gpu_model_runner: sample", 60, 20),
+            cpu_op("aten::topk", 65, 10),  # top-k sampling
+        ],
+    )
+    (rank,) = tracekit.analyze(path).ranks
+    assert rank.families["moe_routing"] == 10 * US
+    assert rank.families["sampling"] == 10 * US
+    assert rank.families["moe_gemm"] == 40 * US
+
+
+def test_topk_without_moe_stays_sampling(tmp_path: Path) -> None:
+    path = write_trace(tmp_path / "t.json.gz", [cpu_op("aten::topk", 0, 10)])
+    (rank,) = tracekit.analyze(path).ranks
+    assert rank.families == {"sampling": 10 * US}

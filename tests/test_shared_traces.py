@@ -26,6 +26,7 @@ KINETO = [
     "sglang_mi300x_qwen3_8b_decode/trace.json.gz",
     "vllm_mi300x_decode_cudagraph/graph_execution.json.gz",
     "vllm_mi300x_decode_cudagraph/capture_traces",
+    "nsys_a100_saxpy_mpi/report.sqlite",
 ]
 
 

@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -78,8 +79,12 @@ def main() -> int:
             )
             for i in range(args.requests)
         ]
+        started = time.perf_counter()
         outputs = llm.generate(prompts, params, use_tqdm=False)
-        total += sum(len(o.outputs[0].token_ids) for o in outputs)
+        tokens = sum(len(o.outputs[0].token_ids) for o in outputs)
+        seconds = time.perf_counter() - started
+        print(f"round {round_index}: {tokens} tokens in {seconds:.4f} s", flush=True)
+        total += tokens
     print(f"generated {total} tokens")
     return 0
 

@@ -1,0 +1,115 @@
+"""The capture wrapper without vLLM: exit codes, signals, logs, never overwriting a run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from collectors.settings import ENV_DIR, from_env
+from tracekit import rundir
+
+TRACEKIT = [sys.executable, "-m", "tracekit.cli"]
+
+
+def _capture(out: Path, *command: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*TRACEKIT, "capture", "--out", str(out), "--", *command],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        **kwargs,
+    )
+
+
+def test_exit_code_logs_and_manifest(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    code = "import os, sys; print('hello', os.environ['TRACEKIT_CAPTURE_DIR']); sys.exit(3)"
+    proc = _capture(run, sys.executable, "-c", code)
+    assert proc.returncode == 3
+    assert proc.stdout.startswith("hello ")  # passed through live
+    assert (run / rundir.LOGS / "stdout.log").read_text() == proc.stdout
+    manifest = rundir.read_manifest(run)
+    assert (manifest.status, manifest.exit_code) == ("failed", 3)
+    assert manifest.argv[-1] == code
+    assert manifest.capture["mode"] == "full"
+    assert manifest.hardware["cpu_cores"] == os.cpu_count()
+    assert any("no traces were written" in n for n in manifest.notes)
+
+
+def test_existing_run_directory_is_never_overwritten(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "keep.txt").write_text("data")
+    proc = _capture(run, sys.executable, "-c", "pass")
+    assert proc.returncode == 2
+    assert "never overwritten" in proc.stderr
+    assert proc.stderr.count("\n") == 1
+    assert sorted(p.name for p in run.iterdir()) == ["keep.txt"]
+
+
+def test_missing_command(tmp_path: Path) -> None:
+    proc = _capture(tmp_path / "run", "no-such-command-tracekit")
+    assert proc.returncode == 2
+    assert "could not start the command" in proc.stderr
+    assert rundir.read_manifest(tmp_path / "run").exit_code == 127
+
+
+def test_sigint_is_forwarded_and_the_run_marked_interrupted(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    child = (
+        "import signal, sys, time\n"
+        "def stop(*_):\n"
+        "    print('flushed', flush=True); sys.exit(0)\n"
+        "signal.signal(signal.SIGINT, stop)\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    proc = subprocess.Popen(
+        [*TRACEKIT, "capture", "--out", str(run), "--", sys.executable, "-c", child],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0  # the command's own exit status after it flushed
+    assert "flushed" in out
+    manifest = rundir.read_manifest(run)
+    assert (manifest.status, manifest.exit_code) == ("interrupted", 0)
+
+
+def test_killed_command_exit_status(tmp_path: Path) -> None:
+    proc = _capture(
+        tmp_path / "run",
+        sys.executable,
+        "-c",
+        "import os, signal; os.kill(os.getpid(), signal.SIGKILL)",
+    )
+    assert proc.returncode == 128 + signal.SIGKILL
+
+
+def test_plugin_settings_only_under_capture() -> None:
+    assert from_env({}) is None
+    settings = from_env({ENV_DIR: "/tmp/x", "TRACEKIT_CAPTURE_MODE": "nvtx"})
+    assert settings is not None
+    assert (settings.mode, settings.warmup_steps, settings.steps) == ("nvtx", 5, 20)
+
+
+def test_plugin_is_inert_without_capture(monkeypatch: pytest.MonkeyPatch) -> None:
+    from collectors import vllm_plugin
+
+    monkeypatch.delenv(ENV_DIR, raising=False)
+    before = time.monotonic()
+    vllm_plugin.register()  # must not import vLLM or touch anything
+    assert time.monotonic() - before < 1
+    assert vllm_plugin._INSTALLED == []
+    assert "vllm" not in sys.modules

