@@ -22,6 +22,8 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
+import msgspec
+
 from collectors import hardware
 from collectors.settings import META, RAW_TRACES, Settings
 from tracekit import rundir
@@ -186,7 +188,7 @@ def finish(
         host=manifest.host,
         hardware=manifest.hardware,
         versions=manifest.versions,
-        layout=Layout(**first.get("layout", {})) if first else Layout(),
+        layout=_layout(engines),
         model=first.get("model"),
         kv_cache={**first.get("kv_cache", {}), "engines": len(engines)} if first else None,
         ranks=ranks,
@@ -226,6 +228,14 @@ def collect_traces(run: Path) -> tuple[list[RankEntry], list[str]]:
             RankEntry(path.name, **{k: fields.get(k) for k in ("rank", "dp", "pp", "tp", "ep")})
         )
     return entries, notes
+
+
+def _layout(engines: list[dict[str, Any]]) -> Layout:
+    """The engines' layout; independent DP replicas each report DP=1, so count them."""
+    if not engines:
+        return Layout()
+    layout = Layout(**engines[0].get("layout", {}))
+    return msgspec.structs.replace(layout, dp=max(layout.dp, len(engines)))
 
 
 def _engine_meta(run: Path) -> list[dict[str, Any]]:

@@ -34,7 +34,11 @@ class EngineRecorder:
     def __init__(self, engine: Any, settings: Settings) -> None:
         self.settings = settings
         config = engine.vllm_config
-        self.dp = int(getattr(config.parallel_config, "data_parallel_rank", 0) or 0)
+        # Non-MoE DP replicas run as independent engines whose parallel config is reset to
+        # DP=1 / rank 0; data_parallel_index keeps the replica's real index.
+        par = config.parallel_config
+        index = getattr(par, "data_parallel_index", None)
+        self.dp = int(index if index is not None else par.data_parallel_rank or 0)
         self.scheduler = engine.scheduler
         self.preemptions = 0
         self.scheduled_at: dict[int, int] = {}
@@ -101,6 +105,7 @@ class EngineRecorder:
 def write_engine_meta(path: Path, config: Any) -> None:
     """Model, layout and KV-cache facts of this engine, for the run manifest."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    dp_index = getattr(config.parallel_config, "data_parallel_index", None)
     model = config.model_config
     hf = getattr(model, "hf_text_config", None) or model.hf_config
     par, cache = config.parallel_config, config.cache_config
@@ -144,6 +149,7 @@ def write_engine_meta(path: Path, config: Any) -> None:
             "dtype": str(cache.cache_dtype),
         },
         "device": str(getattr(config.device_config, "device_type", "")),
+        "dp_index": dp_index,
     }
     path.write_text(json.dumps(meta, indent=2, default=str))
 
