@@ -71,6 +71,8 @@ def run(settings: Settings, argv: list[str]) -> int:
     """Capture ``argv``; returns the exit status tracekit should exit with."""
     if not argv:
         raise TracekitError(None, "no command given: tracekit capture --out DIR -- COMMAND ...")
+    if settings.mode == "nsys":
+        argv = nsys_command(settings) + argv
     manifest = prepare(settings, argv)
     logs = settings.run_dir / rundir.LOGS
     env = {**os.environ, **settings.to_env()}
@@ -101,8 +103,61 @@ def run(settings: Settings, argv: list[str]) -> int:
         tee.join()
     signals.restore()
     status = code if code >= 0 else 128 - code
-    finish(settings, manifest, status, interrupted=bool(signals.received))
+    note = export_nsys(settings) if settings.mode == "nsys" else None
+    finish(settings, manifest, status, interrupted=bool(signals.received), note=note)
     return status
+
+
+NSYS_REPORT = "report"
+
+
+def nsys_command(settings: Settings) -> list[str]:
+    """``nsys profile`` around the command; the capture range follows tracekit's window."""
+    nsys = shutil.which("nsys")
+    if nsys is None:
+        raise TracekitError(
+            None,
+            "nsys not found on PATH: install Nsight Systems, or run "
+            "`nsys profile --trace=cuda,nvtx,osrt --cuda-graph-trace=node "
+            "tracekit capture --nvtx-only ...` yourself",
+        )
+    report = settings.run_dir / rundir.TRACES / NSYS_REPORT
+    return [
+        nsys,
+        "profile",
+        "--trace=cuda,nvtx,osrt",
+        "--cuda-graph-trace=node",
+        "--capture-range=cudaProfilerApi",
+        "--capture-range-end=stop",
+        f"--output={report}",
+        "--force-overwrite=false",
+    ]
+
+
+def export_nsys(settings: Settings) -> str | None:
+    """Export the report to SQLite in traces/ (what ``tracekit analyze`` reads)."""
+    traces = settings.run_dir / rundir.TRACES
+    reports = sorted(traces.glob(f"{NSYS_REPORT}*.nsys-rep"))
+    if not reports:
+        return "nsys wrote no report (did the window's steps run on a CUDA device?)"
+    nsys = shutil.which("nsys") or "nsys"
+    for report in reports:
+        result = subprocess.run(
+            [
+                nsys,
+                "export",
+                "--type=sqlite",
+                "--force-overwrite=true",
+                f"--output={report.with_suffix('.sqlite')}",
+                str(report),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            return f"nsys export of {report.name} failed: {result.stderr.strip()[-300:]}"
+    return None
 
 
 def _tee(source: IO[bytes] | None, sink: IO[bytes], path: Path) -> threading.Thread:

@@ -18,7 +18,7 @@ ENV_WARMUP = "TRACEKIT_WARMUP_STEPS"
 ENV_STEPS = "TRACEKIT_STEPS"
 ENV_SHAPES = "TRACEKIT_RECORD_SHAPES"
 
-Mode = Literal["full", "nvtx"]
+Mode = Literal["full", "nvtx", "nsys"]
 RAW_TRACES = ".raw"  # under traces/: where vLLM's profiler writes before the wrapper renames
 META = "meta"  # per-engine facts the plugin writes for the manifest
 
@@ -26,7 +26,9 @@ META = "meta"  # per-engine facts the plugin writes for the manifest
 @dataclass(frozen=True)
 class Settings:
     run_dir: Path
-    mode: Mode = "full"  # "nvtx": NVTX ranges and step stats only, no torch.profiler
+    # "nvtx": NVTX ranges and step stats only, no torch.profiler; "nsys": the same under
+    # Nsight Systems, whose capture range the window drives (cudaProfilerStart/Stop)
+    mode: Mode = "full"
     warmup_steps: int = 5  # engine steps skipped before the profiled window
     steps: int = 20  # engine steps in the profiled window
     record_shapes: bool = False
@@ -54,7 +56,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings | None:
     mode = env.get(ENV_MODE, "full")
     return Settings(
         run_dir=Path(run_dir),
-        mode="nvtx" if mode == "nvtx" else "full",
+        mode="nvtx" if mode == "nvtx" else "nsys" if mode == "nsys" else "full",
         warmup_steps=int(env.get(ENV_WARMUP, "5")),
         steps=int(env.get(ENV_STEPS, "20")),
         record_shapes=env.get(ENV_SHAPES) == "1",

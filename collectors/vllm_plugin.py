@@ -45,7 +45,7 @@ def _install_engine_hooks(settings: Settings) -> None:
 def _install_worker_hooks(settings: Settings) -> None:
     from collectors import worker_hooks
 
-    worker_hooks.install()
+    worker_hooks.install(settings)
 
 
 def _install_profiler_config(settings: Settings) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from collectors.phases import in_phase
+from collectors.settings import Settings
 
 
 def rank_suffix(global_rank: int | None = None) -> str:
@@ -31,12 +32,41 @@ def rank_suffix(global_rank: int | None = None) -> str:
     return "_".join(parts)
 
 
-def install() -> None:
+class CudaProfilerWindow:
+    """Under ``--nsys``: cudaProfilerStart/Stop around the window, nsys's capture range."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.start_at = settings.warmup_steps
+        self.stop_at = settings.warmup_steps + settings.steps
+        self.count = 0
+
+    def step(self) -> None:
+        import torch
+
+        if not torch.cuda.is_available():
+            return
+        if self.count == self.start_at:
+            torch.cuda.profiler.start()
+        self.count += 1
+        if self.count == self.stop_at:
+            torch.cuda.profiler.stop()
+
+
+def install(settings: Settings) -> None:
     import vllm.distributed.utils as dist_utils
     from vllm.v1.worker.gpu_worker import Worker
 
     dist_utils.get_worker_rank_suffix = rank_suffix
     cls: Any = Worker
+    if settings.mode == "nsys":
+        window = CudaProfilerWindow(settings)
+        execute = cls.execute_model
+
+        def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+            window.step()
+            return execute(self, *args, **kwargs)
+
+        cls.execute_model = counted
     cls.execute_model = in_phase("forward", cls.execute_model)
     if hasattr(cls, "sample_tokens"):
         cls.sample_tokens = in_phase("sample", cls.sample_tokens)

@@ -113,3 +113,86 @@ def test_plugin_is_inert_without_capture(monkeypatch: pytest.MonkeyPatch) -> Non
     assert time.monotonic() - before < 1
     assert vllm_plugin._INSTALLED == []
     assert "vllm" not in sys.modules
+
+
+FAKE_NSYS = """#!/bin/sh
+# A stand-in for Nsight Systems: runs the command, writes a report, exports a given SQLite.
+echo "$@" >> "$NSYS_LOG"
+if [ "$1" = "profile" ]; then
+  shift
+  out=""
+  while [ "${1#--}" != "$1" ]; do
+    case "$1" in --output=*) out="${1#--output=}";; esac
+    shift
+  done
+  "$@"
+  rc=$?
+  echo report > "$out.nsys-rep"
+  exit $rc
+fi
+for a in "$@"; do case "$a" in --output=*) o="${a#--output=}";; esac; done
+cp "$FAKE_SQLITE" "$o"
+"""
+
+
+def test_nsys_mode_runs_under_nsys_and_exports(tmp_path: Path) -> None:
+    from tests.conftest import shared
+
+    sqlite = shared("nsys_a100_saxpy_mpi/report.sqlite")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    nsys = bin_dir / "nsys"
+    nsys.write_text(FAKE_NSYS)
+    nsys.chmod(0o755)
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "FAKE_SQLITE": str(sqlite),
+        "NSYS_LOG": str(tmp_path / "nsys.log"),
+    }
+    run = tmp_path / "run"
+    proc = subprocess.run(
+        [
+            *TRACEKIT,
+            "capture",
+            "--nsys",
+            "--out",
+            str(run),
+            "--",
+            sys.executable,
+            "-c",
+            "print('hi')",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    calls = (tmp_path / "nsys.log").read_text().splitlines()
+    assert calls[0].startswith(
+        "profile --trace=cuda,nvtx,osrt --cuda-graph-trace=node --capture-range=cudaProfilerApi"
+    )
+    assert calls[1].startswith("export --type=sqlite")
+    assert rundir.read_manifest(run).capture["mode"] == "nsys"
+    import tracekit
+
+    analysis = tracekit.analyze(run)
+    assert len(analysis.ranks) == 1
+    assert analysis.ranks[0].device_names == ["NVIDIA A100-SXM4-40GB"]
+
+
+def test_nsys_mode_without_nsys(tmp_path: Path) -> None:
+    env = {**os.environ, "PATH": str(tmp_path)}
+    proc = subprocess.run(
+        [*TRACEKIT, "capture", "--nsys", "--out", str(tmp_path / "run"), "--", "true"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "nsys not found on PATH" in proc.stderr
+    assert not (tmp_path / "run").exists()

@@ -103,6 +103,12 @@ def analyze(path: Path, as_json: bool, top: int, width: int | None) -> None:
     is_flag=True,
     help="No torch.profiler: only NVTX ranges and step stats (for nsys profile).",
 )
+@click.option(
+    "--nsys",
+    is_flag=True,
+    help="Run the command under Nsight Systems (nsys on PATH); the window drives its capture "
+    "range through the CUDA profiler API, and the export lands in traces/.",
+)
 @click.option("--record-shapes", is_flag=True, help="Record op input shapes (larger traces).")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @guarded
@@ -111,6 +117,7 @@ def capture(
     warmup_steps: int,
     steps: int,
     nvtx_only: bool,
+    nsys: bool,
     record_shapes: bool,
     command: tuple[str, ...],
 ) -> None:
@@ -123,7 +130,7 @@ def capture(
 
     settings = Settings(
         run_dir=out,
-        mode="nvtx" if nvtx_only else "full",
+        mode="nsys" if nsys else "nvtx" if nvtx_only else "full",
         warmup_steps=warmup_steps,
         steps=steps,
         record_shapes=record_shapes,
