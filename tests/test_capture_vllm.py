@@ -287,3 +287,50 @@ def test_dp2_serve_interrupted(runs: Path) -> None:
     assert analysis.engine is not None and analysis.engine.engines == 2
     assert any("partial run" in w for w in analysis.warnings)
     assert json.loads((out / rundir.MANIFEST).read_text())["layout"]["dp"] == 2
+
+
+def test_compare_tp1_tp2_dp2(runs: Path) -> None:
+    """tracekit compare over the real TP=1, TP=2 and DP=2 (serve) captures made above."""
+    from click.testing import CliRunner
+
+    from tracekit.cli import main
+    from tracekit.cli_compare import compare_command
+    from tracekit.compare import compare
+
+    tp1 = _run(runs, "tp1", "--eager")
+    tp2 = _run(runs, "tp2", "--tp", "2", "--eager")
+    if not (runs / "dp2").exists():  # run alone (-k compare): make the DP=2 capture here
+        test_dp2_serve_interrupted(runs)
+    c = compare([runs / "dp2", tp2, tp1])
+    assert [r.name for r in c.runs] == ["tp1", "dp2", "tp2"]
+    assert [(r.layout_label, r.devices, r.ranks) for r in c.runs] == [
+        ("TP=1", 1, 1),
+        ("DP=2", 2, 2),
+        ("TP=2", 2, 2),
+    ]
+    assert all(r.throughput and r.throughput.basis == "engine" for r in c.runs)
+    assert all(r.throughput and r.throughput.tokens_per_s > 0 for r in c.runs)
+    assert all(r.decode_p50_ns and r.decode_p90_ns for r in c.runs)
+    row = {r.name: r for r in c.runs}
+    coll = {name: r.shares["collective"] for name, r in row.items()}
+    assert coll["tp2"] > coll["tp1"] and coll["tp2"] > coll["dp2"], coll
+    analyses = {name: tracekit.analyze(runs / name) for name in row}
+    assert {n: r.regime for n, r in row.items()} == {n: a.regime.name for n, a in analyses.items()}
+    assert "dp2: run status interrupted" in c.warnings
+    same = next(f for f in c.findings if f.kind == "same-devices")
+    assert {same.faster, same.slower} == {"dp2", "tp2"}
+    assert same.regimes == [row[same.faster].regime, row[same.slower].regime]
+    regimes = f"regime {same.regimes[1]} vs {same.regimes[0]}"
+    assert (regimes if len(set(same.regimes)) == 2 else f"both {same.regimes[0]}") in same.text
+    scaling = next(f for f in c.findings if f.kind == "scaling")
+    assert scaling.devices == [1, 2] and "tp1" in (scaling.faster, scaling.slower)
+    if "compare" not in main.commands:
+        main.add_command(compare_command)
+    out = CliRunner().invoke(main, ["compare", str(tp1), str(tp2), str(runs / "dp2")])
+    assert out.exit_code == 0, out.output
+    lines = out.stdout.splitlines()
+    for r in c.runs:  # one table row per run: name, layout, regime
+        assert any(
+            line.split()[:2] == [r.name, r.layout_label] and r.regime in line for line in lines
+        )
+    assert "Throughput per device" in out.stdout and same.text.split(":")[0] in out.stdout

@@ -139,10 +139,12 @@ def capture(
 
 
 def _register() -> None:
+    from tracekit.cli_compare import compare_command
     from tracekit.cli_export import export_command, open_command
 
     main.add_command(export_command)
     main.add_command(open_command)
+    main.add_command(compare_command)
 
 
 _register()

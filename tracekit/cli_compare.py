@@ -1,0 +1,62 @@
+"""``tracekit compare RUN RUN …``: runs side by side as a layout sweep.
+
+Register on the main group with ``main.add_command(compare_command)``. The command turns its
+options into one library call (``tracekit.compare.compare``), then renders.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+
+def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``tracekit.cli.guarded``, looked up at call time so cli.py may import this module."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from tracekit.cli import guarded
+
+        return guarded(fn)(*args, **kwargs)
+
+    return wrapper
+
+
+def _at_least_two(_ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
+    if len(value) < 2:
+        raise click.BadParameter("give at least two runs to compare")
+    return value
+
+
+@click.command("compare")
+@click.argument(
+    "runs", nargs=-1, required=True, type=click.Path(path_type=Path), callback=_at_least_two
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON on stdout.")
+@click.option("--width", default=None, type=int, help="Report width (default: terminal).")
+@_guarded
+def compare_command(runs: tuple[Path, ...], as_json: bool, width: int | None) -> None:
+    """Compare runs (run directories, trace folders or traces) as a layout sweep: throughput
+    and throughput per device, decode step latency, bucket shares and regime per layout, and
+    which layout is faster per device at equal device count, and why."""
+    from tracekit.compare import compare, to_json
+
+    comparison = compare(runs)
+    if as_json:
+        sys.stdout.buffer.write(to_json(comparison) + b"\n")
+        return
+    from tracekit.render.compare import render
+
+    colour = sys.stdout.isatty()
+    if width is None:
+        width = shutil.get_terminal_size((160, 40)).columns if colour else 160
+    click.echo(render(comparison, width=max(width, 80), colour=colour), nl=False)
+
+
+__all__ = ["compare_command"]

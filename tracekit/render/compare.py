@@ -1,0 +1,130 @@
+"""The comparison in the terminal: the sweep table, a per-device throughput chart, findings."""
+
+from __future__ import annotations
+
+import io
+
+from rich import box
+from rich.bar import Bar
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from tracekit.buckets import BUCKETS
+from tracekit.compare import Comparison, RunRow, per_device
+from tracekit.render.console import COLOURS, SHORT
+
+BAR_WIDTH = 40
+BASIS_MARK = {"engine": "", "profile": "*"}
+
+
+def render(comparison: Comparison, width: int = 160, colour: bool = False) -> str:
+    buffer = io.StringIO()
+    console = Console(
+        file=buffer,
+        width=width,
+        force_terminal=colour,
+        no_color=not colour,
+        highlight=False,
+        color_system="truecolor" if colour else None,
+    )
+    console.print(Text(f"tracekit compare: {len(comparison.runs)} run(s)", style="bold"))
+    console.print(table(comparison))
+    console.print(Text(_legend(comparison), style="italic"))
+    for basis, text in comparison.bases.items():
+        mark = BASIS_MARK[basis]
+        which = f"figures marked {mark}" if mark else "unmarked figures"
+        which = "" if len(comparison.bases) == 1 else f" ({which})"
+        console.print(Text(f"throughput basis{which}: {text}"))
+    console.print(chart(comparison))
+    for finding in comparison.findings:
+        console.print(Text(f"• {finding.text}", style="bold" if finding.kind != "scaling" else ""))
+    for warning in comparison.warnings:
+        console.print(Text(f"warning: {warning}", style="yellow"))
+    return buffer.getvalue()
+
+
+def _ms(ns: int | None) -> str:
+    return "—" if ns is None else f"{ns / 1e6:,.2f}"
+
+
+def table(comparison: Comparison) -> Table:
+    kinds = {r.device_kind for r in comparison.runs}
+    same_kind = len(kinds) == 1
+    t = Table(
+        title="Layout sweep (ordered by devices, then TP, PP, DP)",
+        box=box.SIMPLE_HEAD,
+        title_justify="left",
+        pad_edge=False,
+        padding=(0, 1),
+        collapse_padding=True,
+    )
+    shown = [b for b in BUCKETS if any(r.shares[b] for r in comparison.runs)]  # drop all-zero
+    t.add_column("run", overflow="fold", min_width=6)
+    t.add_column("layout", overflow="fold", min_width=6)
+    t.add_column("devices", overflow="fold", min_width=7, justify="right" if same_kind else "left")
+    for header, width in (("tok/s", 8), ("tok/s/dev", 8), ("p50 ms", 6), ("p90 ms", 6)):
+        t.add_column(header, justify="right", no_wrap=True, min_width=width)
+    for bucket in shown:
+        header = f"{SHORT.get(bucket, bucket)}%"
+        t.add_column(header, justify="right", style=COLOURS[bucket], min_width=len(header))
+    t.add_column("regime", overflow="fold", min_width=10)
+    leader = max(comparison.runs, key=per_device, default=None)
+    for r in comparison.runs:
+        tp = r.throughput
+        mark = BASIS_MARK[tp.basis] if tp else ""
+        t.add_row(
+            r.name,
+            r.layout_label,
+            str(r.devices) if same_kind else f"{r.devices} × {r.device_kind}",
+            f"{tp.tokens_per_s:,.1f}{mark}" if tp else "—",
+            Text(
+                f"{tp.tokens_per_s_per_device:,.1f}{mark}" if tp else "—",
+                style="bold" if r is leader and tp else "",
+            ),
+            _ms(r.decode_p50_ns),
+            _ms(r.decode_p90_ns),
+            *(f"{r.shares[b] * 100:.1f}" for b in shown),
+            r.regime,
+        )
+    return t
+
+
+def _legend(comparison: Comparison) -> str:
+    kinds = {r.device_kind for r in comparison.runs}
+    return (
+        (f"devices: {kinds.pop()}; " if len(kinds) == 1 else "")
+        + "tok/s: generated (decode) tokens per second; p50/p90: decode step latency (all "
+        "steps where the window has no decode-only step); bucket shares: % of the analysed "
+        "time summed over ranks (buckets at 0 in every run are left out)"
+    )
+
+
+def chart(comparison: Comparison) -> Table:
+    """Throughput per device against layout, one bar per run in sweep order."""
+    t = Table(
+        title="Throughput per device (tok/s/device) by layout",
+        box=None,
+        title_justify="left",
+        show_header=False,
+        pad_edge=False,
+    )
+    t.add_column("layout")
+    t.add_column("bar", width=BAR_WIDTH)
+    t.add_column("value", justify="right")
+    t.add_column("regime")
+    top = max((per_device(r) for r in comparison.runs), default=0.0) or 1.0
+    for r in comparison.runs:
+        value = per_device(r)
+        t.add_row(
+            f"{r.layout_label} · {r.devices} dev ({r.name})",
+            Bar(top, 0, value, width=BAR_WIDTH, color=COLOURS.get(_bucket(r), "white")),
+            f"{value:,.1f}" if r.throughput else "—",
+            r.regime,
+        )
+    return t
+
+
+def _bucket(r: RunRow) -> str:
+    """The bucket that colours a run's bar: its largest non-idle share."""
+    return max((b for b in BUCKETS if b != "idle"), key=lambda b: r.shares[b])
