@@ -15,7 +15,7 @@ but outside any op is ``host`` (framework and scheduling overhead).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -28,9 +28,14 @@ from analyzers.classify import (
     NOT_WORK,
     UNCLASSIFIED_INDEX,
 )
+from analyzers.rules import FAMILY_BUCKET
 from analyzers.sweep import Partition, sweep
 from tracekit.buckets import BUCKETS, HOST, IDLE
 from tracekit.model import DEVICE_KINDS, Events, Kind, NameTable
+
+BUCKET_INDEX = {b: i for i, b in enumerate(BUCKETS)}
+#: per family index (classify.FAMILIES order): its bucket under the name rules
+FAMILY_BUCKET_INDEX = np.array([BUCKET_INDEX[b] for b in FAMILY_BUCKET.values()], dtype=np.int8)
 
 I64 = npt.NDArray[np.int64]
 _SYNC = re.compile(r"Synchroniz|StreamWaitEvent|EventQuery|StreamQuery", re.IGNORECASE)
@@ -47,6 +52,12 @@ class Attribution:
     overlapped: dict[str, int]  # per bucket: live but hidden under higher-priority work
     op_ns: I64  # per event: the time it stands for (device: duration; CPU op: self time)
     op_family: npt.NDArray[np.int16]  # per event: family its time went to (CPU: inherited)
+    #: per partition segment: index into BUCKETS. Starts as the winner's bucket (the name
+    #: rules); later stages (roofline, KV stalls) relabel segments, and ``buckets`` is
+    #: always the sum of segment lengths per label, so the partition stays exact.
+    segment_bucket: npt.NDArray[np.int8]
+    #: per event: index into BUCKETS its time is listed under in op tables
+    op_bucket: npt.NDArray[np.int8]
 
 
 def attribute(events: Events, family: npt.NDArray[np.int16], names: NameTable) -> Attribution:
@@ -193,6 +204,10 @@ def _result(
         if bucket != HOST:  # host activity under device work is not hidden work
             overlapped[bucket] += int(part.active_ns[lvl] - part.exclusive_ns[lvl])
     buckets[IDLE] += part.uncovered_ns
+    level_bucket = np.array([BUCKET_INDEX[b] for b in LEVEL_BUCKET], dtype=np.int8)
+    segment_bucket = np.where(
+        part.winner >= 0, level_bucket[np.clip(part.winner, 0, None)], BUCKET_INDEX[IDLE]
+    ).astype(np.int8)
     return Attribution(
         device,
         lo,
@@ -203,4 +218,55 @@ def _result(
         {k: v for k, v in overlapped.items() if v},
         op_ns,
         op_family,
+        segment_bucket,
+        np.where(op_family >= 0, FAMILY_BUCKET_INDEX[op_family], BUCKET_INDEX[IDLE]).astype(
+            np.int8
+        ),
+    )
+
+
+# --- relabelling: later stages move segments between buckets, never time -------------------
+
+
+def split(att: Attribution, cuts: I64) -> Attribution:
+    """The same attribution with segment boundaries added at ``cuts`` (inside the window)."""
+    part = att.partition
+    if not len(part.bounds):
+        return att
+    cuts = np.asarray(cuts, dtype=np.int64)
+    cuts = cuts[(cuts > part.bounds[0]) & (cuts < part.bounds[-1])]
+    new = np.setdiff1d(cuts, part.bounds)
+    if not len(new):
+        return att
+    bounds = np.union1d(part.bounds, new)
+    owner = np.searchsorted(part.bounds, bounds[:-1], side="right") - 1  # old segment per new
+    partition = replace(part, bounds=bounds, winner=part.winner[owner])
+    return replace(att, partition=partition, segment_bucket=att.segment_bucket[owner])
+
+
+def segment_interval(att: Attribution, starts: I64, ends: I64) -> npt.NDArray[np.intp]:
+    """Per segment: the index of the interval ``[starts[i], ends[i])`` holding it, else -1.
+
+    Intervals must be sorted and disjoint, and ``att`` split at their edges.
+    """
+    bounds = att.partition.bounds
+    if len(bounds) < 2 or not len(starts):
+        return np.full(max(len(bounds) - 1, 0), -1, dtype=np.intp)
+    at = np.searchsorted(starts, bounds[:-1], side="right") - 1
+    ok = (at >= 0) & (bounds[1:] <= ends[np.clip(at, 0, None)])
+    return np.where(ok, at, -1)
+
+
+def relabel(
+    att: Attribution, segment_bucket: npt.NDArray[np.int8], op_bucket: npt.NDArray[np.int8] | None
+) -> Attribution:
+    """New segment (and op) labels; the buckets are re-summed from the segments."""
+    lengths = np.diff(att.partition.bounds)
+    buckets = {b: int(lengths[segment_bucket == i].sum()) for i, b in enumerate(BUCKETS)}
+    buckets[IDLE] += att.window_ns - sum(buckets.values())  # an empty window has no segments
+    return replace(
+        att,
+        buckets=buckets,
+        segment_bucket=segment_bucket,
+        op_bucket=att.op_bucket if op_bucket is None else op_bucket,
     )

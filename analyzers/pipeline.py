@@ -14,27 +14,45 @@ from pathlib import Path
 import numpy as np
 
 from analyzers.attribute import Attribution, attribute
+from analyzers.bubbles import bubbles, moe_report
 from analyzers.classify import (
     FAMILIES,
     UNCLASSIFIED_INDEX,
     classify_events,
     route_moe_host_ops,
 )
+from analyzers.collectives import collectives
 from analyzers.engine_steps import engine_stats
+from analyzers.kv_stall import kv_report, kv_stall
 from analyzers.loader import Progress, load
-from analyzers.regime import verdict
-from analyzers.rules import FAMILY_BUCKET
+from analyzers.regime import Reports, verdict
+from analyzers.roofline import ModelConfig, RunFacts, Shard, dtype_bytes, roofline
 from analyzers.steps import StepRow, find_steps
-from tracekit import __version__, rundir
-from tracekit.analysis import Analysis, OpTime, RankResult, Step, StepStats, check_invariant
+from tracekit import __version__, hardware, rundir
+from tracekit.analysis import (
+    NAME_PRIOR,
+    ROOFLINE,
+    Analysis,
+    OpTime,
+    RankKv,
+    RankResult,
+    RankRoofline,
+    Step,
+    StepStats,
+    check_invariant,
+)
 from tracekit.buckets import BUCKETS
 from tracekit.errors import TracekitError
 from tracekit.model import Kind, NameTable, RankTrace, Trace
 
 COMPUTE_HBM_BASIS = (
     "name prior: the rule table in analyzers/rules.py (GEMM and prefill "
-    "attention = compute; decode attention, norms, elementwise, copies = HBM); "
-    "no roofline from FLOPs and bytes yet"
+    "attention = compute; decode attention, norms, elementwise, copies = HBM)"
+)
+ROOFLINE_BASIS = (
+    "roofline (model config + step tokens) inside engine steps on {ranks}: each step's "
+    "FLOPs / bytes against the ridge point of {device} ({ridge:.1f} FLOP/byte, {source}); "
+    "outside modelled steps and for unclassified ops the " + COMPUTE_HBM_BASIS
 )
 _GRAPH_LAUNCH = re.compile(r"GraphLaunch", re.IGNORECASE)
 TOP_PER_BUCKET = 5
@@ -48,6 +66,9 @@ class RankState:
     family: np.ndarray | None = None
     attribution: Attribution | None = None
     steps: tuple[StepRow, ...] | None = None
+    facts: RunFacts | None = None  # the run directory's model, layout, steps/ and peaks
+    roofline: RankRoofline | None = None
+    kv: RankKv | None = None
 
 
 Stage = Callable[[RankState], RankState]
@@ -69,7 +90,33 @@ def steps_stage(state: RankState) -> RankState:
     return replace(state, steps=tuple(find_steps(state.trace.events, state.names)))
 
 
-RANK_STAGES: tuple[Stage, ...] = (classify_stage, attribute_stage, steps_stage)
+def roofline_stage(state: RankState) -> RankState:
+    """Compute vs HBM inside engine steps from the model config (no-op without one)."""
+    if state.facts is None or state.attribution is None or state.steps is None:
+        return state
+    att, result = roofline(
+        state.attribution, state.trace.events, state.steps, state.facts, state.trace.id
+    )
+    return replace(state, attribution=att, roofline=result)
+
+
+def kv_stall_stage(state: RankState) -> RankState:
+    """KV-cache stalls from steps/ (no-op without step records)."""
+    if state.facts is None or state.attribution is None or state.steps is None:
+        return state
+    att, result = kv_stall(
+        state.attribution, state.trace.events, state.steps, state.facts, state.trace.id
+    )
+    return replace(state, attribution=att, kv=result)
+
+
+RANK_STAGES: tuple[Stage, ...] = (
+    classify_stage,
+    attribute_stage,
+    steps_stage,
+    roofline_stage,
+    kv_stall_stage,
+)
 
 
 def check_state(state: RankState, stage: Stage) -> None:
@@ -99,28 +146,109 @@ def analyze(
     return analyze_trace(load(path, progress), stages)
 
 
-def analyze_trace(trace: Trace, stages: Sequence[Stage] = RANK_STAGES) -> Analysis:
-    results = [rank_result(run_stages(RankState(r, trace.names), stages)) for r in trace.ranks]
+def rank_states(trace: Trace, facts: RunFacts | None = None) -> list[RankState]:
+    """Each rank's initial state; ``facts`` defaults to what the trace's run directory says."""
+    facts = facts if facts is not None else run_facts(trace)
+    return [RankState(r, trace.names, facts=facts) for r in trace.ranks]
+
+
+def analyze_trace(
+    trace: Trace, stages: Sequence[Stage] = RANK_STAGES, facts: RunFacts | None = None
+) -> Analysis:
+    facts = facts if facts is not None else run_facts(trace)
+    states = [run_stages(s, stages) for s in rank_states(trace, facts)]
+    return assemble(trace, states, facts)
+
+
+def assemble(trace: Trace, states: Sequence[RankState], facts: RunFacts) -> Analysis:
+    """The run-level Analysis from ranks whose stages have run (shared with the exporter)."""
+    results = [rank_result(s) for s in states]
     warnings = list(trace.warnings)
     for rank in trace.ranks:
         warnings += [f"{rank.id.label}: {n} {why}" for why, n in rank.ignored.items()]
-    records = rundir.read_steps(Path(trace.run_dir)) if trace.run_dir else []
-    engine = engine_stats(records)
+    if facts.model is not None and facts.spec is None and facts.spec_note:
+        warnings.append(f"roofline not applied: {facts.spec_note}")
+    engine = engine_stats(facts.records)
+    basis = compute_hbm_basis(results, facts)
+    lay = facts.layout
+    reports = Reports(
+        kv=kv_report(facts, results),
+        collectives=collectives(states, facts),
+        bubbles=bubbles(results, states, lay.pp),
+        moe=moe_report(results, facts.model),
+        step_stats=step_stats(results),
+        layout={"dp": facts.dp, "tp": lay.tp, "pp": lay.pp, "ep": lay.ep},
+        moe_model=bool(facts.model and facts.model.experts),
+    )
     analysis = Analysis(
         tracekit_version=__version__,
         source=trace.source,
         run_dir=trace.run_dir,
         device="gpu" if any(r.device == "gpu" for r in results) else "cpu",
-        compute_hbm_basis=COMPUTE_HBM_BASIS,
+        compute_hbm_basis=basis,
         ranks=results,
-        step_stats=step_stats(results),
-        regime=verdict(results, COMPUTE_HBM_BASIS, engine),
+        step_stats=list(reports.step_stats),
+        regime=verdict(results, basis, engine, reports),
         warnings=warnings,
         engine=engine,
         manifest=trace.manifest,
+        hardware=facts.spec,
+        kv=reports.kv,
+        collectives=reports.collectives,
+        bubbles=reports.bubbles,
+        moe=reports.moe,
     )
     check_invariant(analysis, trace.source)
     return analysis
+
+
+def run_facts(trace: Trace) -> RunFacts:
+    """Model config, layout, KV cache, step records and device peaks of a run directory."""
+    records = tuple(rundir.read_steps(Path(trace.run_dir))) if trace.run_dir else ()
+    manifest = trace.manifest or {}
+    model = ModelConfig.from_manifest(manifest.get("model"))
+    layout = manifest.get("layout") or {}
+    kv = manifest.get("kv_cache") or {}
+    spec, note = None, ""
+    names = [n for r in trace.ranks for n in r.device_names if n]
+    if any(r.has_device for r in trace.ranks):
+        spec = next((s for s in map(hardware.gpu_spec, names) if s), None)
+        note = "" if spec else f"no spec-table row for the device(s) {sorted(set(names))}"
+    elif model is not None:
+        spec, note = hardware.cpu_spec((manifest.get("hardware") or {}).get("cpu_model"))
+    kv_dtype = kv.get("dtype")
+    return RunFacts(
+        model=model,
+        layout=Shard(
+            tp=int(layout.get("tp") or 1),
+            pp=int(layout.get("pp") or 1),
+            ep=int(layout.get("ep") or 1),
+        ),
+        dp=int(layout.get("dp") or 1),
+        block_size=kv.get("block_size"),
+        num_blocks=kv.get("num_blocks"),
+        kv_dtype_bytes=None if kv_dtype in (None, "auto") else dtype_bytes(kv_dtype),
+        records=records,
+        spec=spec,
+        spec_note=note,
+    )
+
+
+def compute_hbm_basis(results: Sequence[RankResult], facts: RunFacts) -> str:
+    """Which basis each rank's compute vs HBM split used, in one sentence."""
+    modelled = [r.label for r in results if r.compute_hbm_basis == ROOFLINE]
+    spec = facts.spec
+    if not modelled or spec is None:
+        reason = (
+            "no model config in the input"
+            if facts.model is None
+            else facts.spec_note or "no engine step with tokens in the trace"
+        )
+        return f"{COMPUTE_HBM_BASIS}; no roofline: {reason}"
+    ranks = "all ranks" if len(modelled) == len(results) else ", ".join(modelled)
+    return ROOFLINE_BASIS.format(
+        ranks=ranks, device=spec.name, ridge=spec.ridge, source=spec.source
+    )
 
 
 def rank_result(state: RankState) -> RankResult:
@@ -161,6 +289,9 @@ def rank_result(state: RankState) -> RankResult:
             for s in state.steps
         ],
         ignored=dict(trace.ignored),
+        compute_hbm_basis=state.roofline.basis if state.roofline else NAME_PRIOR,
+        roofline=state.roofline,
+        kv=state.kv,
     )
 
 
@@ -169,15 +300,17 @@ def _op_tables(state: RankState, att: Attribution) -> tuple[list[OpTime], list[O
     rows = np.flatnonzero(att.op_ns > 0)
     if not len(rows):
         return [], []
-    key = ev.name_id[rows].astype(np.int64) * len(FAMILIES) + att.op_family[rows]
+    key = (ev.name_id[rows].astype(np.int64) * len(FAMILIES) + att.op_family[rows]) * len(
+        BUCKETS
+    ) + att.op_bucket[rows]
     keys, inverse = np.unique(key, return_inverse=True)
     totals = np.bincount(inverse, weights=att.op_ns[rows]).astype(np.int64)
     counts = np.bincount(inverse)
     ops = []
     for k, total, count in zip(keys.tolist(), totals.tolist(), counts.tolist(), strict=True):
-        name_id, fam = divmod(k, len(FAMILIES))
-        family = FAMILIES[fam]
-        ops.append(OpTime(state.names[name_id], family, FAMILY_BUCKET[family], count, total))
+        rest, bucket = divmod(k, len(BUCKETS))
+        name_id, fam = divmod(rest, len(FAMILIES))
+        ops.append(OpTime(state.names[name_id], FAMILIES[fam], BUCKETS[bucket], count, total))
     ops.sort(key=lambda o: (-o.total_ns, o.name))
     top: list[OpTime] = []
     for bucket in BUCKETS:

@@ -129,6 +129,7 @@ def write_engine_meta(path: Path, config: Any) -> None:
             "kv_heads": attr("num_key_value_heads") or heads,
             "head_dim": attr("head_dim") or (hidden // heads if hidden and heads else None),
             "intermediate_size": attr("intermediate_size"),
+            "moe_intermediate_size": attr("moe_intermediate_size"),
             "experts": attr("num_local_experts", "num_experts", "n_routed_experts"),
             "experts_per_token": attr("num_experts_per_tok", "moe_topk"),
             "vocab_size": attr("vocab_size"),

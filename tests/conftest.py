@@ -9,6 +9,15 @@ SHARED_TRACES = REPO.parent / "shared" / "traces"
 SAMPLE_TP2 = REPO / "sample_traces" / "vllm_cpu_tp2"
 
 
+@pytest.fixture(autouse=True)
+def _no_hardware_cache(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """No test depends on a developer's measured CPU peaks (``tracekit hw`` cache)."""
+    missing = tmp_path_factory.getbasetemp() / "no-hw-cache.json"
+    monkeypatch.setenv("TRACEKIT_HW_CACHE", str(missing))
+
+
 def shared(relative: str) -> Path:
     path = SHARED_TRACES / relative
     if not path.exists():

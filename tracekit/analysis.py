@@ -13,6 +13,7 @@ import msgspec
 
 from tracekit.buckets import BUCKETS
 from tracekit.errors import TracekitError
+from tracekit.hardware import DeviceSpec
 from tracekit.model import RankId
 
 if TYPE_CHECKING:
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
 
 SCHEMA_VERSION: Final = 1
 TOLERANCE_NS: Final = 1_000  # the invariant's ±1 µs
+NAME_PRIOR: Final = "name prior"
+ROOFLINE: Final = "roofline (model config + step tokens)"
 
 
 class OpTime(msgspec.Struct, frozen=True):
@@ -56,6 +59,38 @@ class StepStats(msgspec.Struct, frozen=True):
     max_ns: int
 
 
+class KindRoofline(msgspec.Struct, frozen=True, kw_only=True):
+    """One rank's modelled steps of one kind (prefill / decode / mixed / all)."""
+
+    kind: str
+    steps: int
+    compute_steps: int  # steps whose intensity is at or above the ridge point
+    flops: float  # modelled FLOPs (model config + step tokens, this rank's shard)
+    bytes: float  # modelled bytes: weights once per step, KV read + written, activations
+    intensity: float  # FLOP/byte
+    time_ns: int  # the steps' duration
+    flops_pct: float | None  # achieved FLOP/s as % of peak; None when above peak
+    bandwidth_pct: float | None
+    model_error: str | None = None  # set when an achieved figure exceeds the peak
+
+
+class RankRoofline(msgspec.Struct, frozen=True, kw_only=True):
+    basis: str  # ROOFLINE or NAME_PRIOR
+    device: str
+    ridge: float  # FLOP/byte
+    kinds: list[KindRoofline]
+    decided_ns: int  # compute + hbm time inside modelled steps, split by the roofline
+    notes: list[str]
+
+
+class RankKv(msgspec.Struct, frozen=True):
+    """This rank's kv_stall bucket, by cause."""
+
+    waiting_ns: int  # host / idle inside steps with the KV cache full while requests wait
+    recompute_ns: int  # work recomputing preempted requests (token share of their steps)
+    recompute_tokens: int  # tokens recomputed in the traced steps (G − M of each step)
+
+
 class RankResult(msgspec.Struct, frozen=True, kw_only=True):
     rank: int | None
     identity: RankId
@@ -76,6 +111,9 @@ class RankResult(msgspec.Struct, frozen=True, kw_only=True):
     unclassified: list[OpTime]
     steps: list[Step]
     ignored: dict[str, int] = msgspec.field(default_factory=dict)
+    compute_hbm_basis: str = NAME_PRIOR
+    roofline: RankRoofline | None = None
+    kv: RankKv | None = None
 
 
 class TimelinePoint(msgspec.Struct, frozen=True):
@@ -107,6 +145,74 @@ class EngineStats(msgspec.Struct, frozen=True, kw_only=True):
     timeline: list[TimelinePoint]
 
 
+class KvReport(msgspec.Struct, frozen=True, kw_only=True):
+    """KV-cache capacity against the running batch, preemptions and the time they cost."""
+
+    stalled_share: float  # of engine step time: cache full while requests wait (steps/)
+    block_size: int | None
+    usable_blocks: int | None  # blocks minus vLLM's null block
+    bytes_per_token: int | None  # per rank: 2 · layers/pp · kv heads/tp · head dim · dtype
+    cache_bytes: int | None  # per rank
+    tokens_per_sequence: float | None  # observed while full: block-rounded, from KV usage
+    ceiling: int | None  # sequences the cache holds at that context
+    ceiling_at_max_len: int | None  # ... at max_model_len
+    running_max: int
+    running_waiting_mean: float | None  # mean running batch while requests waited
+    preemptions: int  # from steps/
+    recompute_tokens: int  # traced window, one rank per DP replica
+    stall_ns: int  # kv_stall bucket over all ranks
+    stall_share: float  # of the analysed time
+    evidence: list[str]
+
+
+class CollectiveKind(msgspec.Struct, frozen=True, kw_only=True):
+    kind: str  # all_reduce, all_gather, reduce_scatter, all_to_all, p2p, other_collective
+    calls: int  # over all ranks
+    exposed_ns: int  # exclusive: not hidden under work (collective or bubble bucket)
+    overlapped_ns: int  # live but hidden under higher-priority work
+    matched: int  # calls matched across the ranks of a group (i-th call on each rank)
+    skew_mean_ns: int  # mean over matched calls of (last arrival − first arrival)
+    skew_max_ns: int
+    bus_bandwidth: float | None  # bytes/s, NCCL bus-bandwidth convention
+    bus_bandwidth_pct: float | None  # of the device's interconnect peak; None above peak
+    size_source: str | None  # where message sizes came from
+
+
+class RankWait(msgspec.Struct, frozen=True):
+    label: str
+    wait_ns: int  # over matched collectives: time from this rank's arrival to the last one's
+    last_arrivals: int  # matched collectives this rank arrived at last (the straggler)
+
+
+class Collectives(msgspec.Struct, frozen=True, kw_only=True):
+    kinds: list[CollectiveKind]
+    waits: list[RankWait]
+    evidence: list[str]
+
+
+class PipelineStage(msgspec.Struct, frozen=True):
+    pp: int
+    ranks: int
+    window_ns: int
+    bubble_ns: int
+    fraction: float
+
+
+class Bubbles(msgspec.Struct, frozen=True, kw_only=True):
+    stages: list[PipelineStage]
+    fraction: float  # bubble time over all stages' windows
+    evidence: list[str]
+
+
+class MoeReport(msgspec.Struct, frozen=True, kw_only=True):
+    routing_ns: int  # moe_routing bucket: gating, top-k, sort/permute, EP dispatch/combine
+    expert_ns: int  # expert GEMM time (moe_gemm family)
+    routing_share: float  # routing / (routing + expert)
+    experts: int | None
+    experts_per_token: int | None
+    evidence: list[str]
+
+
 class Regime(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     label: str
@@ -130,6 +236,11 @@ class Analysis(msgspec.Struct, frozen=True, kw_only=True):
     warnings: list[str]
     engine: EngineStats | None = None
     manifest: dict[str, Any] | None = None
+    hardware: DeviceSpec | None = None
+    kv: KvReport | None = None
+    collectives: Collectives | None = None
+    bubbles: Bubbles | None = None
+    moe: MoeReport | None = None
 
     # --- derived views (pandas), built on demand -------------------------------------------
     def buckets_frame(self) -> pd.DataFrame:

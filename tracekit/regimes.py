@@ -2,9 +2,13 @@
 
 Each regime is decided by one signal: the share of the analysed time (summed over ranks)
 that its buckets hold, or for capacity-bound the share of engine step time during which the
-KV cache was at least 90% full while requests waited or were preempted (from a capture's
-``steps/``). ``score = share / threshold``: a regime qualifies at score ≥ 1; the highest
-score wins, the rest are runners-up. Without step records capacity-bound is not assessed.
+KV cache was full — at least 90% of its blocks in use, or fewer free blocks than one running
+sequence holds (``analyzers/kv_stall.py``) — while requests waited or were preempted (from a
+capture's ``steps/``). ``score = share / threshold``: a regime qualifies at score ≥ 1; the
+highest score wins, the rest are runners-up. Without step records capacity-bound is not
+assessed. Compute vs HBM comes from the roofline where the model config is known (else the
+name prior); the kv_stall bucket (host/idle while the cache is full and requests wait, and
+preemption recompute) is reported with the capacity evidence.
 
 | regime               | bucket(s)    | threshold (share of window) |
 |----------------------|--------------|-----------------------------|
@@ -34,7 +38,10 @@ class RegimeRule:
     advice: tuple[str, ...]
 
 
-KV_SIGNAL: Final = "KV cache ≥90% full while requests wait"
+KV_SIGNAL: Final = (
+    "KV cache full (≥90% of blocks, or too few free for one more running-size sequence) "
+    "while requests wait"
+)
 
 
 REGIME_RULES: Final[tuple[RegimeRule, ...]] = (

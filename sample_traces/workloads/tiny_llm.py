@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tiny_model import write_model
@@ -37,6 +38,11 @@ def main() -> int:
     parser.add_argument("--max-model-len", type=int, default=1024)
     parser.add_argument("--max-num-seqs", type=int, default=None)
     parser.add_argument("--max-num-batched-tokens", type=int, default=None)
+    parser.add_argument(
+        "--vllm-metrics",
+        action="store_true",
+        help="keep vLLM's own stats on and print its counters (vllm:num_preemptions) at the end",
+    )
     args = parser.parse_args()
     if args.tp * args.pp > 1:
         os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "0|1")
@@ -54,6 +60,7 @@ def main() -> int:
             ("block_size", args.block_size),
             ("max_num_seqs", args.max_num_seqs),
             ("max_num_batched_tokens", args.max_num_batched_tokens),
+            ("disable_log_stats", False if args.vllm_metrics else None),
         )
         if v is not None
     }
@@ -86,7 +93,21 @@ def main() -> int:
         print(f"round {round_index}: {tokens} tokens in {seconds:.4f} s", flush=True)
         total += tokens
     print(f"generated {total} tokens")
+    if args.vllm_metrics:
+        print_counters(llm)
     return 0
+
+
+def print_counters(llm: Any) -> None:
+    """vLLM's own Prometheus counters, one ``vllm-metric NAME VALUE`` line each (summed)."""
+    from vllm.v1.metrics.reader import Counter
+
+    totals: dict[str, int] = {}
+    for metric in llm.get_metrics():
+        if isinstance(metric, Counter):
+            totals[metric.name] = totals.get(metric.name, 0) + int(metric.value)
+    for name in ("vllm:num_preemptions", "vllm:prompt_tokens", "vllm:generation_tokens"):
+        print(f"vllm-metric {name} {totals.get(name, 0)}", flush=True)
 
 
 if __name__ == "__main__":

@@ -23,11 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from analyzers.classify import LEVEL_BUCKET, LEVELS
-from analyzers.pipeline import COMPUTE_HBM_BASIS, RankState, rank_result, run_stages
-from analyzers.regime import verdict
+from analyzers.classify import LEVELS
+from analyzers.pipeline import RankState, assemble, rank_states, run_facts, run_stages
 from tracekit.analysis import RankResult, Regime
-from tracekit.buckets import IDLE
+from tracekit.buckets import BUCKETS
 from tracekit.export.flows import FlowPlan, plan_flows
 from tracekit.export.timeline import (
     I64,
@@ -92,10 +91,10 @@ def emit_trace(trace: Trace, sink: Sink) -> dict[str, int]:
     ids = _Ids()
     pids = process_pids(trace)
     processes: list[Track] = []
-    results: list[RankResult] = []
-    for i, rank in enumerate(trace.ranks):
-        state = run_stages(RankState(rank, trace.names))
-        results.append(rank_result(state))
+    facts = run_facts(trace)
+    states = [run_stages(s) for s in rank_states(trace, facts)]  # the stages analyze runs
+    analysis = assemble(trace, states, facts)
+    for i, (rank, state) in enumerate(zip(trace.ranks, states, strict=True)):
         proc = ids.track(rank.id.label, "process", pids[i], None, i, tid=pids[i])
         processes.append(proc)
         sink.track(proc)
@@ -108,10 +107,10 @@ def emit_trace(trace: Trace, sink: Sink) -> dict[str, int]:
     for series in _counters(trace, steps, processes, run, ids):
         sink.track(series.track)
         sink.counter(series)
-    if results:
+    if analysis.ranks:
         lane = ids.track(REGIME_LANE, "track", run.pid, run.uuid, 0)
         sink.track(lane)
-        sink.slices(_regime_slice(lane, verdict(results, COMPUTE_HBM_BASIS), results))
+        sink.slices(_regime_slice(lane, analysis.regime, analysis.ranks))
     return dict(plan.counts)
 
 
@@ -141,13 +140,16 @@ def _bucket_lane(state: RankState, track: Track) -> Slices:
     att = state.attribution
     if att is None:
         raise ValueError("the bucket lane needs the attribute stage")
-    bounds, winner = att.partition.bounds, att.partition.winner
+    # The final buckets (roofline and KV-stall stages relabel segments), split where the
+    # bucket or the family under it changes.
+    bounds, winner, bucket = att.partition.bounds, att.partition.winner, att.segment_bucket
     if not len(winner):
         return Slices(track, bounds[:0], bounds[:0], [], "bucket")
-    first = np.concatenate([[0], np.flatnonzero(np.diff(winner) != 0) + 1])
+    change = (np.diff(winner) != 0) | (np.diff(bucket) != 0)
+    first = np.concatenate([[0], np.flatnonzero(change) + 1])
     last = np.concatenate([first[1:], [len(winner)]])
     levels = winner[first].tolist()
-    names = [LEVEL_BUCKET[w] if w >= 0 else IDLE for w in levels]
+    names = [BUCKETS[b] for b in bucket[first].tolist()]
     args: list[Mapping[str, Arg] | None] = [
         {"family": LEVELS[w] if w >= 0 else "none"} for w in levels
     ]

@@ -11,7 +11,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from tracekit.analysis import Analysis, EngineStats, OpTime, RankResult
+from tracekit.analysis import ROOFLINE, Analysis, Collectives, EngineStats, OpTime, RankResult
 from tracekit.buckets import BUCKETS, COLLECTIVE
 
 COLOURS = {
@@ -55,7 +55,21 @@ def render(analysis: Analysis, width: int = 120, colour: bool = False, top: int 
     if analysis.step_stats:
         console.print(_steps_table(analysis))
     if analysis.engine is not None:
-        console.print(_engine(analysis.engine))
+        console.print(_engine(analysis.engine, analysis.kv.stalled_share if analysis.kv else None))
+    roofline = _roofline(analysis)
+    if roofline is not None:
+        console.print(roofline)
+    if analysis.collectives is not None:
+        console.print(_collectives(analysis.collectives))
+    for title, regime, lines in (
+        ("KV cache capacity", "capacity-bound", analysis.kv.evidence if analysis.kv else []),
+        ("Pipeline bubbles", "bubble-bound", analysis.bubbles.evidence if analysis.bubbles else []),
+        ("MoE routing", "routing-bound", analysis.moe.evidence if analysis.moe else []),
+    ):
+        if lines and analysis.regime.name != regime:  # else the verdict panel lists them
+            console.print(Text(title, style="bold"))
+            for line in lines:
+                console.print(Text(f"  • {line}"))
     console.print(Text(f"Compute vs HBM: {analysis.compute_hbm_basis}.", style="italic"))
     for warning in analysis.warnings:
         console.print(Text(f"warning: {warning}", style="yellow"))
@@ -145,15 +159,76 @@ def _bucket_table(a: Analysis) -> Table:
 
 
 def _merge_ops(ops: list[OpTime]) -> list[OpTime]:
-    merged: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
-    bucket_of: dict[tuple[str, str], str] = {}
+    merged: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
     for op in ops:
-        key = (op.name, op.family)
+        key = (op.name, op.family, op.bucket)
         merged[key][0] += op.count
         merged[key][1] += op.total_ns
-        bucket_of[key] = op.bucket
-    out = [OpTime(n, f, bucket_of[(n, f)], c, t) for (n, f), (c, t) in merged.items()]
-    return sorted(out, key=lambda o: (-o.total_ns, o.name))
+    out = [OpTime(n, f, b, c, t) for (n, f, b), (c, t) in merged.items()]
+    return sorted(out, key=lambda o: (-o.total_ns, o.name, o.bucket))
+
+
+def _pct(value: float | None, error: str | None) -> str:
+    return "model error" if error else "-" if value is None else f"{value:.1f}"
+
+
+def _roofline(a: Analysis) -> Table | None:
+    ranks = [r for r in a.ranks if r.roofline is not None and r.roofline.kinds]
+    if not ranks:
+        return None
+    spec = a.hardware
+    table = Table(
+        title="Roofline per engine step (roofline (model config + step tokens) vs "
+        + (f"{spec.name}: {spec.source})" if spec else "peaks)"),
+        box=box.SIMPLE_HEAD,
+        title_justify="left",
+    )
+    for col in ("rank", "kind", "steps", "compute-bound", "FLOP/byte", "ridge", "FLOP/s %", "BW %"):
+        table.add_column(col, justify="left" if col in ("rank", "kind") else "right")
+    for r in ranks:
+        roof = r.roofline
+        assert roof is not None
+        for k in roof.kinds:
+            table.add_row(
+                r.label,
+                k.kind,
+                str(k.steps),
+                str(k.compute_steps),
+                f"{k.intensity:,.1f}",
+                f"{roof.ridge:,.1f}",
+                _pct(k.flops_pct, k.model_error),
+                _pct(k.bandwidth_pct, k.model_error),
+            )
+    table.caption = (
+        "achieved = modelled FLOPs (bytes) / step time, % of peak; above peak is a model "
+        "error, never a measurement"
+    )
+    return table
+
+
+def _collectives(c: Collectives) -> Table:
+    table = Table(
+        title="Collectives (trace partition; i-th call matched across the ranks of a group)",
+        box=box.SIMPLE_HEAD,
+        title_justify="left",
+    )
+    for col in ("kind", "calls", "exposed ms", "overlapped ms", "matched", "skew µs", "bus GB/s"):
+        table.add_column(col, justify="left" if col == "kind" else "right")
+    for k in c.kinds:
+        table.add_row(
+            k.kind,
+            str(k.calls),
+            _ms(k.exposed_ns),
+            _ms(k.overlapped_ns),
+            str(k.matched),
+            f"{k.skew_mean_ns / 1e3:,.1f} / {k.skew_max_ns / 1e3:,.1f}" if k.matched else "-",
+            f"{k.bus_bandwidth / 1e9:,.2f}" if k.bus_bandwidth is not None else "-",
+        )
+    waits = "; ".join(
+        f"{w.label} waited {_ms(w.wait_ns)} ms, last {w.last_arrivals}×" for w in c.waits
+    )
+    table.caption = "skew = mean / max of last − first arrival. " + waits
+    return table
 
 
 def _ops_table(a: Analysis, top: int) -> Table:
@@ -177,6 +252,12 @@ def _ops_table(a: Analysis, top: int) -> Table:
             str(op.count),
             _ms(op.total_ns),
         )
+    roofline = any(r.compute_hbm_basis == ROOFLINE for r in a.ranks)
+    table.caption = "bucket: " + (
+        "the roofline inside modelled engine steps, else the name rules"
+        if roofline
+        else "the name rules (analyzers/rules.py)"
+    )
     return table
 
 
@@ -240,7 +321,7 @@ def _spark(values: list[float], top: float) -> str:
     )
 
 
-def _engine(e: EngineStats) -> Table:
+def _engine(e: EngineStats, stalled: float | None) -> Table:
     table = Table(
         title=f"Scheduler and KV cache over time ({e.steps} engine steps, "
         f"{e.engines} engine(s), {_ms(e.span_ns)} ms; peak per time bin)",
@@ -279,10 +360,14 @@ def _engine(e: EngineStats) -> Table:
             float(max((p.preemptions for p in points), default=0)),
         ),
     )
+    full = (
+        f"KV cache full while requests wait: {stalled:.1%}"
+        if stalled is not None
+        else f"KV cache ≥90% full while requests wait: {e.kv_full_waiting_share:.1%}"
+    )
     table.caption = (
-        f"KV cache ≥90% full while requests wait: {e.kv_full_waiting_share:.1%} "
-        f"of step time; prefill {e.prefill_tokens} / decode {e.decode_tokens} "
-        "tokens"
+        f"{full} of step time; prefill {e.prefill_tokens} / decode {e.decode_tokens} "
+        "tokens (steps/)"
     )
     return table
 

@@ -1,0 +1,250 @@
+"""KV-cache stalls and the capacity ceiling (the paper's capacity trap), from ``steps/``.
+
+Per rank, two kinds of time move into the ``kv_stall`` bucket (segments are relabelled, so the
+partition stays exact):
+
+* **waiting**: host and idle time inside engine steps whose KV cache is *full* while requests
+  wait or were just preempted: the engine runs a batch the cache caps, and the rest of the
+  time is not work (a step lasts until the engine's next step; the last one the median gap).
+  Full means at least ``KV_FULL`` of the blocks in use, or fewer free blocks than one running
+  sequence holds on average (a small cache cannot admit one more sequence of that size);
+* **recompute**: vLLM recomputes a preempted request from scratch when it resumes, and counts
+  a resumed request (it has output tokens) as a *generation* request scheduling many tokens.
+  A step annotated ``generation_M(G)`` with G > M recomputes G − M tokens; that token share
+  of the step's work (compute, HBM and routing segments, from the step's start) is
+  recompute. Counted only when ``steps/`` shows preemptions (speculative decoding also
+  schedules several tokens per request).
+
+The run-level report sets the capacity ceiling, the sequences the cache holds at the context
+the running sequences had while it was full (block-rounded, from KV usage), against the
+running batch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from analyzers.attribute import BUCKET_INDEX, Attribution, relabel, segment_interval, split
+from analyzers.engine_steps import KV_FULL
+from analyzers.roofline import RunFacts, step_windows
+from analyzers.steps import StepRow
+from tracekit.analysis import KvReport, RankKv, RankResult
+from tracekit.buckets import COMPUTE, HBM, HOST, IDLE, KV_STALL, MOE_ROUTING
+from tracekit.model import Events, RankId
+from tracekit.rundir import StepRecord
+
+I64 = npt.NDArray[np.int64]
+_WORK = tuple(BUCKET_INDEX[b] for b in (COMPUTE, HBM, MOE_ROUTING))
+_SPARE = (BUCKET_INDEX[HOST], BUCKET_INDEX[IDLE])
+_KV = BUCKET_INDEX[KV_STALL]
+
+
+def durations(records: Sequence[StepRecord]) -> I64:
+    """Per record: until the same engine's next step; its last step lasts the median gap."""
+    ts = np.array([r.ts_ns for r in records], dtype=np.int64)
+    engine = np.array([r.engine for r in records], dtype=np.int64)
+    dur = np.zeros(len(ts), dtype=np.int64)
+    for eng in np.unique(engine):
+        rows = np.flatnonzero(engine == eng)
+        rows = rows[np.argsort(ts[rows], kind="stable")]
+        gaps = np.diff(ts[rows])
+        dur[rows[:-1]] = gaps
+        dur[rows[-1]] = int(np.median(gaps)) if len(gaps) else 0
+    return dur
+
+
+def stalled(records: Sequence[StepRecord], usable_blocks: int | None) -> npt.NDArray[np.bool_]:
+    """Per record: the KV cache is full (module docstring) while requests wait or were preempted."""
+    kv = np.array([r.kv_usage for r in records], dtype=np.float64)
+    running = np.array([r.running for r in records], dtype=np.float64)
+    queued = np.array([r.waiting > 0 or r.preemptions > 0 for r in records], dtype=bool)
+    full = kv >= KV_FULL
+    if usable_blocks:
+        used = kv * usable_blocks
+        per_seq = np.divide(used, running, out=np.zeros_like(used), where=running > 0)
+        full |= (running > 0) & (usable_blocks - used < per_seq - 1e-9)
+    out: npt.NDArray[np.bool_] = full & queued
+    return out
+
+
+def stall_intervals(
+    records: Sequence[StepRecord], engine: int, usable_blocks: int | None
+) -> tuple[I64, I64]:
+    """Merged, sorted intervals of one engine's stalled steps."""
+    dur = durations(records)
+    hit = stalled(records, usable_blocks)
+    spans: list[list[int]] = []
+    order = sorted(range(len(records)), key=lambda i: records[i].ts_ns)
+    for i in order:
+        r, d = records[i], int(dur[i])
+        if r.engine != engine or not hit[i] or d <= 0:
+            continue
+        if spans and r.ts_ns <= spans[-1][1]:
+            spans[-1][1] = max(spans[-1][1], r.ts_ns + d)
+        else:
+            spans.append([r.ts_ns, r.ts_ns + d])
+    arr = np.array(spans, dtype=np.int64).reshape(-1, 2)
+    return arr[:, 0], arr[:, 1]
+
+
+def recompute_tokens(step: StepRow) -> int:
+    return max(0, step.generation_tokens - step.generation_requests)
+
+
+def kv_stall(
+    att: Attribution,
+    events: Events,
+    steps: Sequence[StepRow],
+    facts: RunFacts,
+    identity: RankId,
+) -> tuple[Attribution, RankKv | None]:
+    if not facts.records:
+        return att, None
+    preempted = any(r.preemptions for r in facts.records)
+    redo = [i for i, s in enumerate(steps) if preempted and recompute_tokens(s)]
+    recompute_ns = 0
+    if redo:
+        att, recompute_ns = _recompute(att, events, steps, redo)
+    starts, ends = stall_intervals(facts.records, identity.dp or 0, facts.usable_blocks)
+    att = split(att, np.concatenate([starts, ends]))
+    seg = segment_interval(att, starts, ends)
+    labels = att.segment_bucket.copy()
+    move = (seg >= 0) & np.isin(labels, _SPARE)
+    labels[move] = _KV
+    waiting_ns = int(np.diff(att.partition.bounds)[move].sum())
+    att = relabel(att, labels, None)
+    tokens = sum(recompute_tokens(steps[i]) for i in redo)
+    return att, RankKv(waiting_ns, recompute_ns, tokens)
+
+
+def _recompute(
+    att: Attribution, events: Events, steps: Sequence[StepRow], redo: list[int]
+) -> tuple[Attribution, int]:
+    """Relabel each recomputing step's token share of work, taken from the step's start."""
+    starts, ends = step_windows(events, steps, att.device)
+    starts, ends = starts[redo], ends[redo]
+    att = split(att, np.concatenate([starts, ends]))
+    seg = segment_interval(att, starts, ends)
+    lengths = np.diff(att.partition.bounds)
+    work = (seg >= 0) & np.isin(att.segment_bucket, _WORK)
+    cuts = []
+    for j, i in enumerate(redo):
+        s = steps[i]
+        rows = np.flatnonzero(work & (seg == j))
+        total = int(lengths[rows].sum())
+        want = total * recompute_tokens(s) // (s.context_tokens + s.generation_tokens)
+        if not want:
+            cuts.append(int(starts[j]))
+            continue
+        cum = np.cumsum(lengths[rows])
+        k = int(np.searchsorted(cum, want))
+        cuts.append(int(att.partition.bounds[rows[k] + 1] - (cum[k] - want)))
+    cut = np.array(cuts, dtype=np.int64)
+    att = split(att, cut)
+    seg = segment_interval(att, starts, cut)
+    move = (seg >= 0) & np.isin(att.segment_bucket, _WORK)
+    labels = att.segment_bucket.copy()
+    labels[move] = _KV
+    moved = int(np.diff(att.partition.bounds)[move].sum())
+    return relabel(att, labels, None), moved
+
+
+def kv_report(facts: RunFacts, ranks: Sequence[RankResult]) -> KvReport | None:
+    """The run's capacity figures against its running batch; None without ``steps/``."""
+    records = facts.records
+    if not records:
+        return None
+    dur = durations(records).astype(np.float64)
+    running = np.array([r.running for r in records], dtype=np.float64)
+    waiting = np.array([r.waiting for r in records]) > 0
+    kv = np.array([r.kv_usage for r in records], dtype=np.float64)
+    usable, block = facts.usable_blocks, facts.block_size
+    hit = stalled(records, usable)
+    total = float(dur.sum())
+    share = float(dur[hit].sum() / total) if total else float(hit.mean())
+    evidence: list[str] = []
+    per_seq = ceiling = at_max = cache_bytes = None
+    shard = facts.shard(RankId(pp=0))
+    per_token = facts.kv_bytes_per_token(shard)
+    if usable and block:
+        pick = (running > 0) & (kv >= KV_FULL)
+        basis = "while full"
+        if not pick.any():
+            pick, basis = running > 0, "over the run"
+        if pick.any():
+            blocks = kv[pick] * usable / running[pick]
+            weights = dur[pick] if dur[pick].sum() else None
+            mean_blocks = float(np.average(blocks, weights=weights))
+            per_seq = round(mean_blocks * block, 1)
+            ceiling = int(usable // max(mean_blocks, 1e-9))
+        m = facts.model
+        if m and m.max_model_len:
+            at_max = usable // math.ceil(m.max_model_len / block)
+        cache_bytes = usable * block * per_token if per_token else None
+        size = (
+            f", {per_token / 1024:.1f} KiB/token = {cache_bytes / 2**20:.1f} MiB per rank "
+            "(model config: 2 · layers · KV heads · head dim · dtype)"
+            if per_token and cache_bytes
+            else ""
+        )
+        evidence.append(
+            f"KV cache: {usable} usable blocks × {block} tokens = {usable * block} tokens "
+            f"per replica{size} (manifest kv_cache)"
+        )
+        if ceiling is not None:
+            evidence.append(
+                f"capacity ceiling ≈ {ceiling} sequences at the observed ~{per_seq:.0f} "
+                f"tokens per running sequence {basis} (steps/ KV usage, block-rounded)"
+                + (f"; {at_max} at max_model_len {m.max_model_len}" if at_max and m else "")
+            )
+    run_wait = (
+        float(np.average(running[waiting], weights=dur[waiting]))
+        if waiting.any() and dur[waiting].sum()
+        else None
+    )
+    evidence.append(
+        f"running batch: peak {int(running.max())}"
+        + (f", mean {run_wait:.1f} while requests waited" if run_wait is not None else "")
+        + " (steps/)"
+    )
+    chosen: dict[int | None, RankResult] = {}
+    for r in ranks:
+        if r.kv is not None:
+            chosen.setdefault(r.identity.dp, r)
+    redo = sum(r.kv.recompute_tokens for r in chosen.values() if r.kv)
+    preemptions = sum(r.preemptions for r in records)
+    evidence.append(
+        f"{preemptions} preemption(s) (steps/); {redo} token(s) recomputed in the traced "
+        "steps (generation tokens beyond one per request)"
+    )
+    window = sum(r.window_ns for r in ranks)
+    stall = sum(r.buckets[KV_STALL] for r in ranks)
+    waited = sum(r.kv.waiting_ns for r in ranks if r.kv)
+    redone = sum(r.kv.recompute_ns for r in ranks if r.kv)
+    if stall:
+        evidence.append(
+            f"kv_stall: {stall / window:.1%} of the analysed time: host/idle while the "
+            f"cache was full and requests waited {waited / 1e6:.2f} ms, recompute "
+            f"{redone / 1e6:.2f} ms (trace + steps/)"
+        )
+    return KvReport(
+        stalled_share=round(share, 6),
+        block_size=block,
+        usable_blocks=usable,
+        bytes_per_token=per_token,
+        cache_bytes=cache_bytes,
+        tokens_per_sequence=per_seq,
+        ceiling=ceiling,
+        ceiling_at_max_len=at_max,
+        running_max=int(running.max()),
+        running_waiting_mean=None if run_wait is None else round(run_wait, 3),
+        preemptions=preemptions,
+        recompute_tokens=redo,
+        stall_ns=stall,
+        stall_share=stall / window if window else 0.0,
+        evidence=evidence,
+    )

