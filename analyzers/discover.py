@@ -9,13 +9,12 @@ from pathlib import Path
 from analyzers.nsys import REPORT_SUFFIXES, SQLITE_SUFFIXES
 from tracekit import rundir
 from tracekit.errors import TracekitError
-from tracekit.rundir import Manifest
+from tracekit.rundir import Manifest, fields_from_name
 
 _TRACE_SUFFIXES = (".json", ".json.gz")
 _NSYS_SUFFIXES = SQLITE_SUFFIXES + REPORT_SUFFIXES  # Nsight Systems exports and reports
 # vLLM's front-end (API server) trace holds no model work; it is not a rank.
 _NOT_A_RANK = re.compile(r"async_llm|api_server|frontend", re.IGNORECASE)
-_FIELD = re.compile(r"(?:^|[_.\-])(dp|pp|tp|ep|rank)[_\-]?(\d+)(?=$|[_.\-])", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -40,14 +39,6 @@ def is_trace_name(path: Path) -> bool:
 
 def is_nsys_name(path: Path) -> bool:
     return path.suffix.lower() in _NSYS_SUFFIXES
-
-
-def fields_from_name(name: str) -> dict[str, int]:
-    """``dp0_pp1_tp2_rank3.pt.trace.json.gz`` → {dp: 0, pp: 1, tp: 2, rank: 3}."""
-    found: dict[str, int] = {}
-    for key, value in _FIELD.findall(name.split(".pt.trace", maxsplit=1)[0]):
-        found.setdefault(key.lower(), int(value))
-    return found
 
 
 def discover(path: Path) -> Discovered:

@@ -223,7 +223,10 @@ def finish(
     """Collect traces and engine facts, and write the final manifest."""
     run = settings.run_dir
     notes = list(manifest.notes) + ([note] if note else [])
-    ranks, trace_notes = collect_traces(run)
+    try:
+        ranks, trace_notes = collect_traces(run)
+    except OSError as exc:  # keep going: the manifest must still say how the run ended
+        ranks, trace_notes = [], [f"could not organise traces/: {exc}"]
     notes += trace_notes
     engines = _engine_meta(run)
     first = engines[0] if engines else {}
@@ -256,8 +259,6 @@ def finish(
 
 def collect_traces(run: Path) -> tuple[list[RankEntry], list[str]]:
     """Move vLLM's traces to ``traces/`` under stable, unique names; one entry per rank."""
-    from analyzers.discover import fields_from_name
-
     raw = run / rundir.TRACES / RAW_TRACES
     notes: list[str] = []
     if raw.is_dir():
@@ -278,7 +279,7 @@ def collect_traces(run: Path) -> tuple[list[RankEntry], list[str]]:
         shutil.rmtree(raw, ignore_errors=True)
     entries = []
     for path in sorted((run / rundir.TRACES).glob("*.pt.trace.json*")):
-        fields = fields_from_name(path.name)
+        fields = rundir.fields_from_name(path.name)
         entries.append(
             RankEntry(path.name, **{k: fields.get(k) for k in ("rank", "dp", "pp", "tp", "ep")})
         )

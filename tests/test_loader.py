@@ -8,10 +8,10 @@ import msgspec
 import pytest
 
 import tracekit
-from analyzers.discover import fields_from_name
 from tests.builders import cpu_op, write_trace
 from tracekit import rundir
 from tracekit.errors import TracekitError
+from tracekit.rundir import fields_from_name
 
 OPS = [cpu_op("aten::mm", 0, 10)]
 

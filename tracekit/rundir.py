@@ -14,6 +14,7 @@ still analysable and says so.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -80,6 +81,18 @@ class StepRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     preemptions: int = 0  # preemptions during this step
     prefill_tokens: int = 0
     decode_tokens: int = 0
+
+
+_FIELD = re.compile(r"(?:^|[_.\-])(dp|pp|tp|ep|rank)[_\-]?(\d+)(?=$|[_.\-])", re.IGNORECASE)
+
+
+def fields_from_name(name: str) -> dict[str, int]:
+    """A trace's rank fields from its name: ``dp0_pp1_tp2_rank3.pt.trace.json.gz`` →
+    {dp: 0, pp: 1, tp: 2, rank: 3} (capture names traces so; vLLM's and HTA's names too)."""
+    found: dict[str, int] = {}
+    for key, value in _FIELD.findall(name.split(".pt.trace", maxsplit=1)[0]):
+        found.setdefault(key.lower(), int(value))
+    return found
 
 
 _MANIFEST_DECODER = msgspec.json.Decoder(Manifest)
