@@ -17,6 +17,7 @@ ENV_MODE = "TRACEKIT_CAPTURE_MODE"
 ENV_WARMUP = "TRACEKIT_WARMUP_STEPS"
 ENV_STEPS = "TRACEKIT_STEPS"
 ENV_SHAPES = "TRACEKIT_RECORD_SHAPES"
+ENV_LAYOUT = "TRACEKIT_LAYOUT"  # a layout the plugin sets on vLLM's EngineArgs (tracekit sweep)
 
 Mode = Literal["full", "nvtx", "nsys"]
 RAW_TRACES = ".raw"  # under traces/: where vLLM's profiler writes before the wrapper renames
@@ -32,6 +33,9 @@ class Settings:
     warmup_steps: int = 5  # engine steps skipped before the profiled window
     steps: int = 20  # engine steps in the profiled window
     record_shapes: bool = False
+    # ``tracekit sweep``: a layout spec (``tp=2+pp=2``, see collectors.layout) the plugin sets
+    # on vLLM's EngineArgs; None leaves the command's own layout alone
+    layout: str | None = None
 
     @property
     def raw_trace_dir(self) -> Path:
@@ -44,6 +48,7 @@ class Settings:
             ENV_WARMUP: str(self.warmup_steps),
             ENV_STEPS: str(self.steps),
             ENV_SHAPES: "1" if self.record_shapes else "0",
+            ENV_LAYOUT: self.layout or "",  # always set: an inherited value must not leak in
         }
 
 
@@ -60,4 +65,5 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings | None:
         warmup_steps=int(env.get(ENV_WARMUP, "5")),
         steps=int(env.get(ENV_STEPS, "20")),
         record_shapes=env.get(ENV_SHAPES) == "1",
+        layout=env.get(ENV_LAYOUT) or None,
     )

@@ -4,7 +4,9 @@ It does nothing unless ``tracekit capture`` set ``TRACEKIT_CAPTURE_DIR``: instal
 never changes a plain vLLM run. Under a capture it installs, once per process:
 
 * in the front end: vLLM's own profiler configuration (torch profiler into the run
-  directory, no Python stacks), unless the user configured one themselves;
+  directory, no Python stacks), unless the user configured one themselves; and, under
+  ``tracekit sweep``, the layout in ``TRACEKIT_LAYOUT`` (TP / PP / DP degrees and expert
+  parallelism set on ``EngineArgs`` before the engine configuration is built);
 * in the engine core: the profiled window and per-step stats (``collectors.engine_hooks``);
 * in workers: phase ranges and unique trace names (``collectors.worker_hooks``).
 """
@@ -26,7 +28,7 @@ def register() -> None:
         return
     _INSTALLED.append(True)
     for name, install in (
-        ("profiler config", _install_profiler_config),
+        ("engine-args hook (profiler config, layout)", _install_engine_args_hook),
         ("engine hooks", _install_engine_hooks),
         ("worker hooks", _install_worker_hooks),
     ):
@@ -48,10 +50,15 @@ def _install_worker_hooks(settings: Settings) -> None:
     worker_hooks.install(settings)
 
 
-def _install_profiler_config(settings: Settings) -> None:
-    if settings.mode != "full":
+def _install_engine_args_hook(settings: Settings) -> None:
+    """Wrap ``EngineArgs.create_engine_config``: profiler config (full mode) and layout."""
+    layout = None
+    if settings.layout:
+        from collectors.layout import parse_layout
+
+        layout = parse_layout(settings.layout)  # bad spec: warned by register, run untouched
+    if settings.mode != "full" and layout is None:
         return
-    from vllm.config import ProfilerConfig
     from vllm.engine.arg_utils import EngineArgs
 
     if getattr(EngineArgs.create_engine_config, "__tracekit__", False):
@@ -59,24 +66,37 @@ def _install_profiler_config(settings: Settings) -> None:
     original = EngineArgs.create_engine_config
 
     def create_engine_config(self: Any, *args: Any, **kwargs: Any) -> Any:
-        current = self.profiler_config
-        if isinstance(current, dict):
-            current = ProfilerConfig(**current)
-        if current is None or current.profiler is None:
-            settings.raw_trace_dir.mkdir(parents=True, exist_ok=True)
-            self.profiler_config = ProfilerConfig(
-                profiler="torch",
-                torch_profiler_dir=str(settings.raw_trace_dir),
-                torch_profiler_with_stack=False,
-                torch_profiler_record_shapes=settings.record_shapes,
-                ignore_frontend=True,
-            )
-        else:
-            log.warning(
-                "tracekit: keeping the profiler configuration given to vLLM; traces go to %s",
-                current.torch_profiler_dir,
-            )
+        if layout is not None:
+            log.info("tracekit: layout %s set on vLLM's engine arguments", layout.label)
+            self.tensor_parallel_size = layout.tp
+            self.pipeline_parallel_size = layout.pp
+            self.data_parallel_size = layout.dp
+            self.enable_expert_parallel = layout.ep
+        if settings.mode == "full":
+            _set_profiler_config(self, settings)
         return original(self, *args, **kwargs)
 
     create_engine_config.__tracekit__ = True  # type: ignore[attr-defined]
     EngineArgs.create_engine_config = create_engine_config
+
+
+def _set_profiler_config(engine_args: Any, settings: Settings) -> None:
+    from vllm.config import ProfilerConfig
+
+    current = engine_args.profiler_config
+    if isinstance(current, dict):
+        current = ProfilerConfig(**current)
+    if current is None or current.profiler is None:
+        settings.raw_trace_dir.mkdir(parents=True, exist_ok=True)
+        engine_args.profiler_config = ProfilerConfig(
+            profiler="torch",
+            torch_profiler_dir=str(settings.raw_trace_dir),
+            torch_profiler_with_stack=False,
+            torch_profiler_record_shapes=settings.record_shapes,
+            ignore_frontend=True,
+        )
+    else:
+        log.warning(
+            "tracekit: keeping the profiler configuration given to vLLM; traces go to %s",
+            current.torch_profiler_dir,
+        )
