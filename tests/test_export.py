@@ -21,7 +21,7 @@ from perfetto.protos.perfetto.trace.perfetto_trace_pb2 import Trace as PbTrace
 from perfetto.protos.perfetto.trace.perfetto_trace_pb2 import TracePacket, TrackEvent
 
 import tracekit
-from analyzers.pipeline import RankState, run_stages
+from analyzers.pipeline import RankState, rank_states, run_stages
 from tests.builders import annotation, cpu_op, kernel, runtime, write_trace
 from tests.conftest import SAMPLE_TP2, shared
 from tracekit import rundir
@@ -311,14 +311,22 @@ def test_json_format_has_the_same_content(tmp_path: Path) -> None:
     assert (origin + round(gemm["ts"] * 1000), gemm["dur"]) == (20 * US, 100.0)
 
 
+def _lane_runs(state: RankState) -> int:
+    """Bucket-lane slices: stretches of one partition level and one final bucket."""
+    att = state.attribution
+    assert att is not None
+    change = (np.diff(att.partition.winner) != 0) | (np.diff(att.segment_bucket) != 0)
+    return 1 + int(np.count_nonzero(change))
+
+
 @pytest.mark.parametrize("fmt", ["perfetto", "json"])
 def test_real_sample_structure(tmp_path: Path, fmt: str) -> None:
     trace = tracekit.load(SAMPLE_TP2)
     out = tmp_path / ("s.json" if fmt == "json" else "s.pftrace")
     summary = export(trace, out, fmt)  # type: ignore[arg-type]
     assert summary.ranks == 2 and summary.flows == {"launch": 0, "pp": 0}
-    states = [run_stages(RankState(r, trace.names)) for r in trace.ranks]
-    runs = [1 + int(np.count_nonzero(np.diff(s.attribution.partition.winner))) for s in states]  # type: ignore[union-attr]
+    states = [run_stages(s) for s in rank_states(trace)]  # as the exporter runs them
+    runs = [_lane_runs(s) for s in states]
     events = sum(len(r.events) for r in trace.ranks)
     steps = sum(len(s.steps or ()) for s in states)
     assert summary.slices == events + sum(runs) + steps + 1  # + the regime
@@ -327,10 +335,12 @@ def test_real_sample_structure(tmp_path: Path, fmt: str) -> None:
         assert sum(e["ph"] == "X" for e in doc["traceEvents"]) == summary.slices
         return
     got = parse(out)
-    assert got.processes() == ["rank 0", "rank 1", RUN_PROCESS]
-    for label, n_runs, state in zip(("rank 0", "rank 1"), runs, states, strict=True):
+    labels = [r.id.label for r in trace.ranks]
+    assert got.processes() == [*labels, RUN_PROCESS]
+    window = rundir.read_manifest(SAMPLE_TP2).capture["steps"]
+    for label, n_runs, state in zip(labels, runs, states, strict=True):
         assert len(got.lane(label, BUCKET_LANE)) == n_runs
-        assert len(got.lane(label, STEP_LANE)) == len(state.steps or ()) == 20
+        assert len(got.lane(label, STEP_LANE)) == len(state.steps or ()) == window
         assert {s.name for s in got.lane(label, STEP_LANE)} <= {"prefill", "decode", "mixed"}
         host = [t for u, t in got.names.items() if got.kinds[u] == "thread"]
         assert host

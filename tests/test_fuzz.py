@@ -19,7 +19,7 @@ from tracekit.errors import TracekitError
 
 
 def _base_doc() -> dict[str, Any]:
-    path = next(SAMPLE_TP2.glob("*rank0*.json.gz"))
+    path = next((SAMPLE_TP2 / "traces").glob("*rank0*.json.gz"))
     doc: dict[str, Any] = orjson.loads(gzip.decompress(path.read_bytes()))
     doc["traceEvents"] = doc["traceEvents"][:600]  # a real prefix, small enough to be quick
     return doc

@@ -65,7 +65,7 @@ def test_pandas_views() -> None:
     frame = analysis.buckets_frame()
     assert list(frame.columns) == ["rank", "label", "window_ns", *BUCKETS]
     assert (frame[list(BUCKETS)].sum(axis=1) == frame["window_ns"]).all()
-    assert len(analysis.steps_frame()) == 40
+    assert len(analysis.steps_frame()) == sum(len(r.steps) for r in analysis.ranks) > 0
     assert "_C::onednn_mm" in set(analysis.ops_frame()["name"])
     events = tracekit.load(SAMPLE_TP2).events_frame(0)
     assert {"name", "kind", "start_ns", "dur_ns"} <= set(events.columns)
