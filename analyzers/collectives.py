@@ -54,7 +54,7 @@ def calls(state: RankState, kind: str) -> npt.NDArray[np.intp]:
         if int(ev.start_ns[row]) < reach.get(thread, -1):
             keep[i] = False  # inside an outer call of the same kind
             continue
-        reach[thread] = int(ev.end_ns[row])
+        reach[thread] = int(ev.start_ns[row]) + int(ev.dur_ns[row])
     return rows[keep]
 
 

@@ -1,8 +1,10 @@
 """Parse one Kineto / torch.profiler (Chrome JSON) trace into a columnar event table.
 
-The document is first split into raw event slices (msgspec ``Raw``: no objects built), then
-decoded chunk by chunk into small typed structs that keep only the fields the stages use and
-turned into numpy columns, so at most one chunk of event objects is alive at a time.
+The file is read streaming (``analyzers.stream``): decompressed block by block, its
+``traceEvents`` array decoded in chunks of complete events into small typed structs that keep
+only the fields the stages use, turned into numpy columns and dropped, so memory holds about
+one block of text plus the columns, whatever the file's size. The other top-level keys are
+read wherever they are (Kineto writes ``baseTimeNanoseconds`` after the events).
 Timestamps are converted once to int64 nanoseconds: integers and small floats
 arithmetically (exact: see ``_EXACT_FLOAT_US``), large fractional floats from their
 decimal text, never through a lossy float product.
@@ -10,21 +12,17 @@ decimal text, never through a lossy float product.
 
 from __future__ import annotations
 
-import gzip
 import logging
-import re
-import zlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from operator import attrgetter
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any
 
 import msgspec
 import numpy as np
-from isal import igzip
 
+from analyzers.stream import BLOCK, Reader, check_value, decode_text
 from tracekit.errors import TracekitError
 from tracekit.model import NO_VALUE, Events, Kind
 
@@ -75,25 +73,24 @@ class _RawTsEvent(msgspec.Struct, gc=False):
     ts: msgspec.Raw = msgspec.Raw(b"0")
 
 
-class _Outline(msgspec.Struct, gc=False):
-    traceEvents: list[msgspec.Raw] | None = None  # noqa: N815 - Kineto's key
-    baseTimeNanoseconds: int | None = None  # noqa: N815
-    distributedInfo: dict[str, Any] | None = None  # noqa: N815
-    deviceProperties: list[dict[str, Any]] | None = None  # noqa: N815
-    vllm_version: str | None = None
-    schemaVersion: int | None = None  # noqa: N815
-
-
-_OUTLINE = msgspec.json.Decoder(_Outline)
-_OUTLINE_LIST = msgspec.json.Decoder(list[msgspec.Raw])
 _EVENTS = msgspec.json.Decoder(list[_Event])
 _RAW_TS = msgspec.json.Decoder(list[_RawTsEvent])
+_OUTLINE = msgspec.json.Decoder(dict[str, msgspec.Raw])  # what a non-object root is checked by
+#: the top-level keys kept, wherever they are in the document, and what each must be
+_FIELDS: dict[str, msgspec.json.Decoder[Any]] = {
+    "baseTimeNanoseconds": msgspec.json.Decoder(int | None),
+    "distributedInfo": msgspec.json.Decoder(dict[str, Any] | None),
+    "deviceProperties": msgspec.json.Decoder(list[dict[str, Any]] | None),
+    "vllm_version": msgspec.json.Decoder(str | None),
+    "schemaVersion": msgspec.json.Decoder(int | None),
+}
+_NOT_A_LIST = msgspec.json.Decoder(list[msgspec.Raw] | None)
 _NO_ARGS = _Args()
-CHUNK_EVENTS = 16_384
 # Bounds that keep every int64 sum (base + ts + dur) from overflowing: ~126 years in µs.
 _MAX_US = 4e15
 _MAX_BASE_NS = 4 * 10**18
 _ARG_COLUMNS = ("correlation", "stream", "device", "external_id")
+_DTYPES = {"kind": np.int8, "name_id": np.int32}
 
 
 @dataclass(frozen=True)
@@ -109,92 +106,78 @@ class ParsedTrace:
     ignored: dict[str, int]
 
 
-def read_bytes(path: Path) -> bytes:
-    """The file's JSON text, gunzipped where it is gzip; damage becomes a TracekitError."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise TracekitError(path, "no such file") from None
-    except OSError as exc:
-        raise TracekitError(path, f"cannot read: {exc.strerror or exc}") from None
-    if data[:2] != b"\x1f\x8b":
-        return data
-    try:
-        return cast(bytes, igzip.decompress(data))  # type: ignore[no-untyped-call]
-    except (EOFError, OSError, zlib.error, gzip.BadGzipFile) as exc:
-        cause = "truncated gzip" if isinstance(exc, EOFError) else f"corrupt gzip ({exc})"
-        raise TracekitError(path, cause) from None
-
-
-def parse_trace(path: Path) -> ParsedTrace:
-    """Decode ``path`` (``.json`` or ``.json.gz``) into columns. Raises TracekitError."""
-    data = read_bytes(path)
-    first = data[:4096].lstrip()[:1]
-    if not first and not data.strip():
+def parse_trace(path: Path, block: int = BLOCK) -> ParsedTrace:
+    """Decode ``path`` (``.json`` or ``.json.gz``) into columns, streaming: memory stays
+    about one block of text plus the columns. Raises TracekitError."""
+    reader = Reader(path, block)
+    first = reader.peek()
+    if first < 0:
         raise TracekitError(path, "empty file")
-    outline = _decode(path, lambda: _OUTLINE_LIST.decode(data) if first == b"[" else None)
-    if outline is None:
-        doc = _decode(path, lambda: _OUTLINE.decode(data))
-        if doc.traceEvents is None:
+    fields: dict[str, Any] = {}
+    builder: _Builder | None = None
+    if first == ord("["):  # the bare list form
+        builder = _read_events(reader, path)
+    elif first == ord("{"):
+        for key in reader.members():
+            if key == "traceEvents" and reader.peek() == ord("["):
+                builder = _read_events(reader, path)  # a repeated key: the last one wins
+                continue
+            at = reader.base + reader.pos
+            text = reader.value()
+            if key == "traceEvents" and decode_text(path, _NOT_A_LIST, text, at, key) is None:
+                builder = None
+            elif key in _FIELDS:
+                fields[key] = decode_text(path, _FIELDS[key], text, at, key)
+            else:
+                check_value(path, text, at)
+        if builder is None:
+            reader.end()
             raise TracekitError(
                 path, "not a trace: no 'traceEvents' (is this a Kineto/Chrome trace?)"
             )
-        raws = doc.traceEvents
     else:
-        doc, raws = _Outline(), outline
-    base = doc.baseTimeNanoseconds or 0
+        decode_text(path, _OUTLINE, reader.value())  # raises: the root is not an object
+    reader.end()
+    if builder is None:  # pragma: no cover - every branch above sets it or raises
+        raise TracekitError(path, "not a trace: no 'traceEvents'")
+    base = fields.get("baseTimeNanoseconds") or 0
     if not 0 <= base <= _MAX_BASE_NS:
         raise TracekitError(path, f"corrupt trace: baseTimeNanoseconds {base} out of range")
-    builder = _Builder(path, base)
-    for first_index in range(0, len(raws), CHUNK_EVENTS):
-        builder.add(raws[first_index : first_index + CHUNK_EVENTS], first_index)
-    del raws, outline
-    doc.traceEvents = None
-    ev = builder.events()
+    ev = builder.events(base)
     if not len(ev):
         raise TracekitError(path, "empty trace: no complete ('X') events")
-    meta = {"schemaVersion": doc.schemaVersion, "vllm_version": doc.vllm_version}
+    meta = {k: fields.get(k) for k in ("schemaVersion", "vllm_version")}
     return ParsedTrace(
-        events=ev.take(np.argsort(ev.start_ns, kind="stable")),
+        events=ev,
         names=list(builder.names),
         clock="baseTimeNanoseconds" if base else "trace clock (no baseTimeNanoseconds)",
-        distributed_info=doc.distributedInfo,
-        device_properties=doc.deviceProperties or [],
+        distributed_info=fields.get("distributedInfo"),
+        device_properties=fields.get("deviceProperties") or [],
         metadata={k: v for k, v in meta.items() if v is not None},
         ignored=builder.ignored,
     )
 
 
-T = TypeVar("T")
-
-
-def _decode(path: Path, decode: Callable[[], T], offset: int = 0) -> T:
-    """Run a msgspec decode; its errors become one-line TracekitErrors."""
-    try:
-        return decode()
-    except msgspec.ValidationError as exc:
-        where = re.sub(r"\$\[(\d+)\]", lambda m: f"$.traceEvents[{int(m[1]) + offset}]", str(exc))
-        raise TracekitError(path, f"not a valid Kineto trace ({where})") from None
-    except msgspec.DecodeError as exc:
-        raise TracekitError(path, f"invalid JSON ({exc})") from None
-    except UnicodeDecodeError as exc:
-        raise TracekitError(path, f"invalid JSON: bad UTF-8 at byte {exc.start}") from None
+def _read_events(reader: Reader, path: Path) -> _Builder:
+    builder = _Builder(path)
+    for events, chunk, _ in reader.array(_EVENTS):
+        builder.add(events, chunk)
+    return builder
 
 
 class _Builder:
     """Turns chunks of raw events into numpy columns; names interned across chunks."""
 
-    def __init__(self, path: Path, base: int) -> None:
-        self.path, self.base = path, base
+    def __init__(self, path: Path) -> None:
+        self.path = path
         self.names: dict[str, int] = {}
         self.labels: dict[str, int] = {}  # string pid/tid → negative ids
         self.cats: dict[str, int] = {}
         self.ignored: dict[str, int] = {}
-        self.parts: dict[str, list[np.ndarray]] = {k: [] for k in Events.__dataclass_fields__}
+        self.table = _Table({k: _DTYPES.get(k, np.int64) for k in Events.__dataclass_fields__})
 
-    def add(self, raws: list[msgspec.Raw], offset: int) -> None:
-        chunk = b"[" + b",".join(raws) + b"]"
-        events = _decode(self.path, lambda: _EVENTS.decode(chunk), offset)
+    def add(self, events: list[_Event], chunk: bytes) -> None:
+        """One chunk of decoded events; ``chunk`` is their text (for exact timestamps)."""
         complete = [e for e in events if e.ph == "X"]
         begin_end = sum(1 for e in events if e.ph in ("B", "E"))
         if begin_end:
@@ -210,32 +193,33 @@ class _Builder:
             ) from None
 
     def _columns(self, chunk: bytes, complete: list[_Event]) -> None:
-        part = self.parts
-        part["start_ns"].append(self._start_ns(chunk, complete))
         dur = _us_to_ns(np.array(list(map(_DUR, complete))))
         if (dur < 0).any():
             raise TracekitError(
                 self.path, f"corrupt trace: {int((dur < 0).sum())} negative durations"
             )
-        part["dur_ns"].append(dur)
-        part["name_id"].append(_intern(self.names, list(map(_NAME, complete))))
         cat_id = _intern(self.cats, list(map(_CAT, complete)))
         kind_of = np.array(
             [_CATEGORY_KIND.get(c.lower(), Kind.OTHER) for c in self.cats], dtype=np.int8
         )
-        part["kind"].append(kind_of[cat_id])
-        part["pid"].append(self._ids(list(map(_PID, complete))))
-        part["tid"].append(self._ids(list(map(_TID, complete))))
+        columns = {
+            "start_ns": self._start_ns(chunk, complete),
+            "dur_ns": dur,
+            "name_id": _intern(self.names, list(map(_NAME, complete))),
+            "kind": kind_of[cat_id],
+        }
+        columns["pid"], columns["tid"] = self._ids(
+            list(map(_PID, complete)), list(map(_TID, complete))
+        )
         args = [e.args or _NO_ARGS for e in complete]
         for name in _ARG_COLUMNS:
-            part[name].append(
-                np.fromiter(map(attrgetter(name), args), dtype=np.int64, count=len(args))
-            )
+            columns[name] = np.fromiter(map(attrgetter(name), args), np.int64, len(args))
+        self.table.append(columns)
 
     def _start_ns(self, chunk: bytes, complete: list[_Event]) -> np.ndarray:
         ts = np.array(list(map(_TS, complete)))
         if ts.dtype.kind != "f" or not len(ts) or np.abs(ts).max() < _EXACT_FLOAT_US:
-            return _us_to_ns(ts) + self.base
+            return _us_to_ns(ts)
         # Large fractional floats: re-read the timestamps' decimal text for exact nanoseconds.
         texts = [bytes(r.ts) for r in _RAW_TS.decode(chunk) if r.ph == "X"]
         try:
@@ -244,26 +228,59 @@ class _Builder:
             raise TracekitError(self.path, f"corrupt timestamp ({exc})") from None
         if max(abs(v) for v in exact) > _MAX_US * 1000:
             raise ValueError("a timestamp is beyond ±4e15 µs")
-        return np.array(exact, dtype=np.int64) + self.base
+        return np.array(exact, dtype=np.int64)
 
-    def _ids(self, values: list[int | str]) -> np.ndarray:
-        """pid/tid: integers as they are, strings mapped to stable negative ids."""
-        if all(type(v) is int for v in values):
-            return np.array(values, dtype=np.int64)
+    def _ids(self, pids: list[int | str], tids: list[int | str]) -> tuple[np.ndarray, np.ndarray]:
+        """pid/tid: integers as they are, strings mapped to stable negative ids, numbered in
+        event order (pid before tid), so chunk boundaries never change them."""
+        if all(type(v) is int for v in pids) and all(type(v) is int for v in tids):
+            return np.array(pids, dtype=np.int64), np.array(tids, dtype=np.int64)
         labels = self.labels
-        return np.array(
-            [v if type(v) is int else -2 - labels.setdefault(str(v), len(labels)) for v in values],
-            dtype=np.int64,
-        )
+        for pid, tid in zip(pids, tids, strict=True):
+            if type(pid) is not int:
+                labels.setdefault(str(pid), len(labels))
+            if type(tid) is not int:
+                labels.setdefault(str(tid), len(labels))
+        pid_ids = [v if type(v) is int else -2 - labels[str(v)] for v in pids]
+        tid_ids = [v if type(v) is int else -2 - labels[str(v)] for v in tids]
+        return np.array(pid_ids, dtype=np.int64), np.array(tid_ids, dtype=np.int64)
 
-    def events(self) -> Events:
-        empty = {"kind": np.int8, "name_id": np.int32}
-        return Events(
-            **{
-                k: np.concatenate(v) if v else np.empty(0, empty.get(k, np.int64))
-                for k, v in self.parts.items()
-            }
-        )
+    def events(self, base: int) -> Events:
+        """The columns, sorted by start, on the ``base`` clock (one column copied at a time)."""
+        columns = self.table.finish()
+        start = columns["start_ns"]
+        start += base
+        if len(start) > 1 and not bool((start[1:] >= start[:-1]).all()):
+            order = np.argsort(start, kind="stable")
+            for key in columns:
+                columns[key] = columns[key][order]
+        return Events(**columns)
+
+
+class _Table:
+    """Columns appended chunk by chunk to arrays grown in place: a large array grows by
+    ``realloc`` (remapped, not copied), so no column is ever held twice while parsing."""
+
+    def __init__(self, dtypes: dict[str, Any]) -> None:
+        self.arrays = {k: np.empty(0, dtype) for k, dtype in dtypes.items()}
+        self.rows = 0
+
+    def append(self, columns: dict[str, np.ndarray]) -> None:
+        end = self.rows + len(columns["start_ns"])
+        capacity = len(self.arrays["start_ns"])
+        if end > capacity:
+            capacity = max(end, capacity * 3 // 2, 1 << 16)
+            for array in self.arrays.values():
+                array.resize(capacity, refcheck=False)
+        for key, values in columns.items():
+            self.arrays[key][self.rows : end] = values
+        self.rows = end
+
+    def finish(self) -> dict[str, np.ndarray]:
+        for array in self.arrays.values():
+            array.resize(self.rows, refcheck=False)
+        arrays, self.arrays = self.arrays, {}
+        return arrays
 
 
 _NAME, _CAT, _TS, _DUR = (attrgetter(k) for k in ("name", "cat", "ts", "dur"))

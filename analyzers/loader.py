@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,42 +10,34 @@ import msgspec
 import numpy as np
 
 from analyzers.discover import Discovered, TraceFile, discover
-from analyzers.kineto import ParsedTrace, parse_trace
-from analyzers.nsys import is_nsys, parse_nsys
+from analyzers.kineto import ParsedTrace
+from analyzers.parallel import Progress, parse_all
 from tracekit.errors import TracekitError
 from tracekit.model import DEVICE_KINDS, NameTable, RankId, RankTrace, Trace
 
 log = logging.getLogger(__name__)
 
-#: progress(done, total, current file name)
-Progress = Callable[[int, int, str], None]
-
 _ID_FIELDS = ("rank", "dp", "pp", "tp", "ep")
 
 
-def load(path: str | Path, progress: Progress | None = None) -> Trace:
-    """Parse every rank under ``path``. One unreadable rank among several is a warning."""
+def load(path: str | Path, progress: Progress | None = None, jobs: int | None = None) -> Trace:
+    """Parse every rank under ``path``. One unreadable rank among several is a warning.
+
+    ``jobs``: processes parsing files at once (None: one per core, at most one per file;
+    1: in this process). The result is the same whatever it is: merged in file order."""
     found = discover(Path(path))
     names = NameTable()
     ranks: list[RankTrace] = []
     failures: list[TracekitError] = []
-    total = len(found.files)
-    for done, file in enumerate(found.files):
-        if progress:
-            progress(done, total, file.path.name)
-        try:
-            parsed = parse_nsys(file.path) if is_nsys(file.path) else [parse_trace(file.path)]
-        except TracekitError as exc:
-            if total == 1:
-                raise
-            log.warning("%s", exc)
-            failures.append(exc)
+    outcomes = parse_all([f.path for f in found.files], jobs, progress)
+    for file, parsed in zip(found.files, outcomes, strict=True):
+        if isinstance(parsed, TracekitError):
+            log.warning("%s", parsed)
+            failures.append(parsed)
             continue
         # An nsys export holds one rank per active (device, process) pair: the file name
         # names a rank only when the export holds just one.
         ranks += [_rank_trace(file, p, names, alone=len(parsed) == 1) for p in parsed]
-    if progress:
-        progress(total, total, "")
     if not ranks:
         raise failures[0]
     ranks = _settle_identities(ranks)

@@ -141,9 +141,13 @@ def run_stages(state: RankState, stages: Sequence[Stage] = RANK_STAGES) -> RankS
 
 
 def analyze(
-    path: str | Path, progress: Progress | None = None, stages: Sequence[Stage] = RANK_STAGES
+    path: str | Path,
+    progress: Progress | None = None,
+    stages: Sequence[Stage] = RANK_STAGES,
+    jobs: int | None = None,
 ) -> Analysis:
-    return analyze_trace(load(path, progress), stages)
+    """``jobs``: processes parsing rank files at once (None: one per core, capped by files)."""
+    return analyze_trace(load(path, progress, jobs=jobs), stages)
 
 
 def rank_states(trace: Trace, facts: RunFacts | None = None) -> list[RankState]:

@@ -23,15 +23,18 @@ __version__ = "0.1.0"
 __all__ = ["TracekitError", "__version__", "analyze", "load"]
 
 
-def load(path: str | Path) -> Trace:
-    """Parse a trace file, a folder of per-rank traces or a run directory."""
+def load(path: str | Path, jobs: int | None = None) -> Trace:
+    """Parse a trace file, a folder of per-rank traces or a run directory.
+
+    ``jobs``: processes parsing rank files at once (None: one per core, capped by files).
+    """
     from analyzers.loader import load as _load
 
-    return _load(path)
+    return _load(path, jobs=jobs)
 
 
-def analyze(path: str | Path) -> Analysis:
+def analyze(path: str | Path, jobs: int | None = None) -> Analysis:
     """Load and analyse ``path``: buckets per rank, steps, top ops and the regime verdict."""
     from analyzers.pipeline import analyze as _analyze
 
-    return _analyze(path)
+    return _analyze(path, jobs=jobs)

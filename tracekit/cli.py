@@ -62,14 +62,22 @@ def main(verbose: int) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the Analysis as JSON on stdout.")
 @click.option("--top", default=12, show_default=True, help="Rows in the top-ops table.")
 @click.option("--width", default=None, type=int, help="Report width (default: terminal).")
+@click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Processes parsing rank files at once (default: one per core, at most one "
+    "per file; 1: no pool).",
+)
 @guarded
-def analyze(path: Path, as_json: bool, top: int, width: int | None) -> None:
+def analyze(path: Path, as_json: bool, top: int, width: int | None, jobs: int | None) -> None:
     """Analyse a trace file, a folder of per-rank traces, or a run directory."""
     from analyzers.pipeline import analyze as run_analysis
     from tracekit.progress import progress_bar
 
     with progress_bar(enabled=sys.stderr.isatty()) as progress:
-        analysis = run_analysis(path, progress=progress)
+        analysis = run_analysis(path, progress=progress, jobs=jobs)
     if as_json:
         from tracekit.render.json import render as render_json
 

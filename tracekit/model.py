@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -87,8 +88,9 @@ class Events:
     def __len__(self) -> int:
         return int(self.start_ns.shape[0])
 
-    @property
+    @cached_property
     def end_ns(self) -> I64:
+        """Derived once per table (stages index it per event; never rebuild it per call)."""
         return self.start_ns + self.dur_ns
 
     def take(self, index: npt.NDArray[np.bool_] | npt.NDArray[np.intp]) -> Events:
