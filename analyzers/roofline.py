@@ -73,6 +73,10 @@ class ModelConfig:
     experts_per_token: int | None = None
     moe_intermediate: int | None = None  # per-expert FFN width; else ``intermediate``
     max_model_len: int | None = None
+    attn_params: int | None = None  # per-layer attention weights when not GQA q/k/v/o (MLA)
+    kv_latent: int | None = None  # MLA: cached elements per token and layer, on every TP rank
+    shared_experts: int = 0  # always-active experts per MoE layer (width ``moe_intermediate``)
+    dense_layers: int = 0  # leading layers with a dense FFN of ``intermediate`` (MoE models)
 
     @classmethod
     def from_manifest(cls, model: Mapping[str, Any] | None) -> ModelConfig | None:
@@ -139,11 +143,32 @@ class RunFacts:
     def kv_bytes_per_token(self, shard: Shard) -> int | None:
         """KV-cache bytes per token on one rank: 2 · layers · kv heads · head dim · dtype."""
         m = self.model
-        if m is None:
-            return None
-        kv_r = max(1, m.kv_heads // shard.tp)
-        per = self.kv_dtype_bytes or m.dtype_bytes
-        return 2 * shard.layers(m.layers) * kv_r * m.head_dim * per
+        return None if m is None else kv_bytes_per_token(m, shard, self.kv_dtype_bytes)
+
+
+def kv_bytes_per_token(m: ModelConfig, shard: Shard, kv_dtype_bytes: int | None = None) -> int:
+    """2 · layers · kv heads · head dim · dtype bytes; MLA: its latent, on every TP rank."""
+    per, layers = kv_dtype_bytes or m.dtype_bytes, shard.layers(m.layers)
+    if m.kv_latent:
+        return layers * m.kv_latent * per
+    return 2 * layers * max(1, m.kv_heads // shard.tp) * m.head_dim * per
+
+
+def attention_weights(m: ModelConfig, s: Shard) -> float:
+    """Attention parameters of one layer on one rank (q, k, v, o; or ``attn_params`` / TP)."""
+    if m.attn_params:
+        return m.attn_params / s.tp
+    heads_r, kv_r = m.heads / s.tp, max(1, m.kv_heads // s.tp)
+    return (m.hidden * (heads_r + 2 * kv_r) + heads_r * m.hidden) * m.head_dim
+
+
+def expert_weights(m: ModelConfig, s: Shard) -> tuple[float, float, float]:
+    """MoE layer on one rank: (local experts, one expert's weights, always-read weights)."""
+    full = float(m.moe_intermediate or m.intermediate)
+    e = float(m.experts or 0)
+    local, width = (e / s.ep, full) if s.ep > 1 else (e, full / s.tp)
+    always = m.hidden * (m.experts or 0) + m.shared_experts * 3 * m.hidden * full / s.tp
+    return local, 3 * m.hidden * width, always
 
 
 @dataclass(frozen=True)
@@ -152,24 +177,29 @@ class StepCost:
     bytes: float
 
 
-def step_cost(m: ModelConfig, s: Shard, step: StepRow, context: float, kv_b: int) -> StepCost:
-    """FLOPs and bytes of one step on one rank (module docstring); ``context`` = C."""
+def step_cost(
+    m: ModelConfig, s: Shard, step: StepRow, context: float, kv_b: int, routed: int | None = None
+) -> StepCost:
+    """FLOPs and bytes of one step on one rank (module docstring); ``context`` = C. ``routed``:
+    tokens the EP group routes (default the step's own; with DP attention, all DP ranks')."""
     n, t = step.context_tokens + step.generation_tokens, step.context_tokens
     heads_r = m.heads / s.tp
     kv_r = max(1, m.kv_heads // s.tp)
-    attn_w = (m.hidden * (heads_r + 2 * kv_r) + heads_r * m.hidden) * m.head_dim
+    attn_w = attention_weights(m, s)
     act = m.hidden * 4 + (2 * heads_r + 2 * kv_r) * m.head_dim
+    dense = 3 * m.hidden * m.intermediate / s.tp
     if m.experts and m.experts_per_token:
-        k, full = m.experts_per_token, float(m.moe_intermediate or m.intermediate)
-        local, width = (m.experts / s.ep, full) if s.ep > 1 else (float(m.experts), full / s.tp)
-        expert = 3 * m.hidden * width
-        router = m.hidden * m.experts
-        active = k * expert / max(s.ep, 1) + router
-        touched = local * (1 - (1 - k / m.experts) ** n) if n else 0.0
-        mlp_read = touched * expert + router
-        act += k * 3 * width
+        k, routed = m.experts_per_token, n if routed is None else routed
+        local, expert, always = expert_weights(m, s)
+        share = m.dense_layers / m.layers
+        active = (k * expert / max(s.ep, 1) * routed / n if n else 0.0) + always
+        touched = local * (1 - (1 - k / m.experts) ** routed) if routed else 0.0
+        mlp_read = touched * expert + always
+        active = share * dense + (1 - share) * active
+        mlp_read = share * dense + (1 - share) * mlp_read
+        act += k * expert / m.hidden
     else:
-        active = mlp_read = 3 * m.hidden * m.intermediate / s.tp
+        active = mlp_read = dense
         act += 3 * m.intermediate / s.tp
     layers = s.layers(m.layers)
     attn_flops = 4 * heads_r * m.head_dim * context

@@ -150,6 +150,7 @@ def _register() -> None:
     from tracekit.cli_compare import compare_command
     from tracekit.cli_export import export_command, open_command
     from tracekit.cli_hw import hw_command
+    from tracekit.cli_plan import plan_command
     from tracekit.cli_sweep import sweep_command
 
     main.add_command(export_command)
@@ -157,6 +158,7 @@ def _register() -> None:
     main.add_command(compare_command)
     main.add_command(hw_command)
     main.add_command(sweep_command)
+    main.add_command(plan_command)
 
 
 _register()
