@@ -1,6 +1,7 @@
-"""The capture side: wrapping a vLLM command and recording every rank into a run directory.
+"""The capture side: wrapping a command and recording every vLLM rank into a run directory.
 
-The run-directory format that capture writes and analysis reads is defined in
-``tracekit.rundir``. The wrapper and the vLLM plugin that live here are tracked by the
-capture issue and are not built yet.
+``capture`` runs the command and writes the run directory (format: ``tracekit.rundir``);
+``vllm_plugin`` (entry point ``vllm.general_plugins``) installs ``engine_hooks`` and
+``worker_hooks`` in every vLLM process under a capture; ``sweep`` runs one command under
+several layouts.
 """
