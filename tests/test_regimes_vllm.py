@@ -139,9 +139,12 @@ def test_tp2_all_reduce_matched_across_ranks(runs: Path) -> None:
     assert analysis.regime.scores["interconnect-bound"] > 0
 
 
-def test_pp2_is_bubble_bound(runs: Path) -> None:
+def test_pp2_shows_bubbles(runs: Path) -> None:
+    # The verdict between bubble- and host-bound depends on timing (it flips under load);
+    # that the last stage waits on its predecessor holds by construction.
     analysis = _analyze(_run(runs, "pp2", "--pp", "2", *SMALL))
-    assert analysis.regime.name == "bubble-bound"
+    assert analysis.regime.scores["bubble-bound"] > 0
+    assert analysis.ranks[1].buckets["bubble"] > analysis.ranks[0].buckets["bubble"]
     assert analysis.bubbles is not None
     assert [s.pp for s in analysis.bubbles.stages] == [0, 1]
     assert analysis.bubbles.stages[1].bubble_ns > 0  # the last stage waits on recv
