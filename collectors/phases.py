@@ -24,11 +24,18 @@ def phase(name: str, torch_range: bool = True) -> Iterator[None]:
             stack.enter_context(nvtx.annotate(message=name, domain=DOMAIN))
         except ImportError:
             pass
-        if torch_range:
+        if torch_range and _profiling():  # only inside the profiled window: no cost outside
             from torch.profiler import record_function
 
             stack.enter_context(record_function(f"{DOMAIN}::{name}"))
         yield
+
+
+def _profiling() -> bool:
+    """Whether a torch profiler is recording in this process (a C flag read, ~0.1 µs)."""
+    import torch
+
+    return bool(torch._C._autograd._profiler_enabled())
 
 
 def in_phase(name: str, fn: F) -> F:
