@@ -42,6 +42,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from tracekit.hardware import this_cpu
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_TRACE = REPO.parent / "shared/traces/hta_v100_allreduce/rank-1.json.gz"
 DEFAULT_HTA_PY = REPO / ".venv-hta/bin/python"
@@ -93,16 +95,6 @@ def setup_hta(hta_python: Path) -> None:
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = [str(hta_python), "-m", "pip", "install", "-q", HTA_SPEC]
     subprocess.run(pip, check=True)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def versions(hta_python: Path | None) -> dict[str, str]:
@@ -180,7 +172,7 @@ def main() -> int:
         "n/a" if v is None else "PASS" if (v <= t if op == "<=" else v >= t) else "FAIL"
         for _, v, op, t in checks
     ]
-    machine = {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform()}
+    machine = {"cpu": this_cpu(), "cores": os.cpu_count(), "platform": platform.platform()}
     vers = versions(hta_python)
     why = "--no-hta given" if args.no_hta else f"no python at {args.hta_python}"
     skipped = f"(b) HTA skipped ({why}); enable with --setup-hta or --hta-python PATH"

@@ -27,8 +27,9 @@ REQUESTS, PROMPT_LEN, MAX_TOKENS, ROUNDS = 8, 64, 8, 2
 WARMUP, STEPS = 2, 5
 
 
-def _capture(out: Path, *workload: str, options: tuple[str, ...] = ()) -> int:
-    cmd = [
+def _capture_cmd(out: Path, warmup: int, steps: int, *options: str) -> list[str]:
+    """``tracekit capture`` in the vLLM environment, up to and including ``--``."""
+    return [
         VLLM_PY,
         "-m",
         "tracekit.cli",
@@ -36,11 +37,17 @@ def _capture(out: Path, *workload: str, options: tuple[str, ...] = ()) -> int:
         "--out",
         str(out),
         "--warmup-steps",
-        str(WARMUP),
+        str(warmup),
         "--steps",
-        str(STEPS),
+        str(steps),
         *options,
         "--",
+    ]
+
+
+def _capture(out: Path, *workload: str, options: tuple[str, ...] = ()) -> int:
+    cmd = [
+        *_capture_cmd(out, WARMUP, STEPS, *options),
         VLLM_PY,
         str(WORKLOADS / "tiny_llm.py"),
         "--requests",
@@ -204,17 +211,7 @@ def test_dp2_serve_interrupted(runs: Path) -> None:
     model = runs / "model"
     subprocess.run([VLLM_PY, str(WORKLOADS / "tiny_model.py"), str(model)], check=True)
     cmd = [
-        VLLM_PY,
-        "-m",
-        "tracekit.cli",
-        "capture",
-        "--out",
-        str(out),
-        "--warmup-steps",
-        "2",
-        "--steps",
-        "4",
-        "--",
+        *_capture_cmd(out, 2, 4),
         VLLM_PY,
         str(WORKLOADS / "vllm_cli.py"),
         "serve",
