@@ -22,9 +22,10 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from analyzers.op_cost import dtype_size
 from analyzers.stream import BLOCK, Reader, check_value, decode_text
 from tracekit.errors import TracekitError
-from tracekit.model import NO_VALUE, Events, Kind
+from tracekit.model import COLUMNS, NO_VALUE, Dims, Events, Kind, ShapeTable, Signature
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +51,22 @@ _CATEGORY_KIND: dict[str, Kind] = {
 }
 
 
+_ABSENT = msgspec.Raw()
+
+
 class _Args(msgspec.Struct, gc=False):
     correlation: int = NO_VALUE
     stream: int = NO_VALUE
     device: int = NO_VALUE
     external_id: int = msgspec.field(default=NO_VALUE, name="External id")
+    # record_shapes: kept as text, interned per distinct signature, decoded once each
+    # (msgspec.Raw takes no union: an empty Raw means absent)
+    dims: msgspec.Raw = msgspec.field(default=_ABSENT, name="Input Dims")
+    types: msgspec.Raw = msgspec.field(default=_ABSENT, name="Input type")
+    # collectives (record_param_comms ops, NCCL kernels): decoded only where present
+    in_nelems: msgspec.Raw = msgspec.field(default=_ABSENT, name="In msg nelems")
+    out_nelems: msgspec.Raw = msgspec.field(default=_ABSENT, name="Out msg nelems")
+    dtype: msgspec.Raw = _ABSENT
 
 
 class _Event(msgspec.Struct, gc=False):
@@ -90,14 +102,19 @@ _NO_ARGS = _Args()
 _MAX_US = 4e15
 _MAX_BASE_NS = 4 * 10**18
 _ARG_COLUMNS = ("correlation", "stream", "device", "external_id")
-_DTYPES = {"kind": np.int8, "name_id": np.int32}
+_DTYPES = {"kind": np.int8, "name_id": np.int32, "shape_id": np.int32}
+_SIGNATURE = msgspec.json.Decoder(tuple[list[Any], list[Any]])
+_COUNT = msgspec.json.Decoder(int)
+_TEXT = msgspec.json.Decoder(str)
+_BAD_SHAPES = "input shapes in a form not modelled ('Input Dims' / 'Input type')"
+_BAD_SIZES = "collective message sizes not modelled ('In/Out msg nelems', 'dtype')"
 
 
 @dataclass(frozen=True)
 class ParsedTrace:
     """What one file holds, before names are interned into the run's table."""
 
-    events: Events  # name_id indexes ``names``
+    events: Events  # name_id indexes ``names``; shape_id its own ``events.shapes``
     names: list[str]
     clock: str
     distributed_info: dict[str, Any] | None
@@ -174,7 +191,10 @@ class _Builder:
         self.labels: dict[str, int] = {}  # string pid/tid → negative ids
         self.cats: dict[str, int] = {}
         self.ignored: dict[str, int] = {}
-        self.table = _Table({k: _DTYPES.get(k, np.int64) for k in Events.__dataclass_fields__})
+        dtypes = {k: _DTYPES.get(k, np.int64) for k in COLUMNS}
+        self.table = _Table(dtypes, optional=("shape_id", "msg_bytes"))
+        #: (name id, raw 'Input Dims' text, raw 'Input type' text) → raw shape id
+        self.signatures: dict[tuple[int, bytes, bytes], int] = {}
 
     def add(self, events: list[_Event], chunk: bytes) -> None:
         """One chunk of decoded events; ``chunk`` is their text (for exact timestamps)."""
@@ -214,7 +234,44 @@ class _Builder:
         args = [e.args or _NO_ARGS for e in complete]
         for name in _ARG_COLUMNS:
             columns[name] = np.fromiter(map(attrgetter(name), args), np.int64, len(args))
-        self.table.append(columns)
+        # most chunks hold no shapes or sizes (list.count compares by identity first: fast)
+        dims = list(map(_DIMS, args))
+        if dims.count(_ABSENT) != len(args):
+            columns["shape_id"] = self._shape_ids(args, dims, columns["name_id"])
+        n = len(args)
+        if list(map(_IN, args)).count(_ABSENT) != n or list(map(_OUT, args)).count(_ABSENT) != n:
+            columns["msg_bytes"] = self._msg_bytes(args)
+        self.table.append(columns)  # a column left out is NO_VALUE: held only once seen
+
+    def _shape_ids(
+        self, args: list[_Args], dims: list[msgspec.Raw], name_ids: np.ndarray
+    ) -> np.ndarray:
+        """Per event: the id of its (name, raw signature text) (canonicalised in ``events``)."""
+        out = np.full(len(args), NO_VALUE, dtype=np.int32)
+        ids = self.signatures
+        for i in [i for i, d in enumerate(dims) if d is not _ABSENT]:
+            types = args[i].types
+            key = (int(name_ids[i]), bytes(dims[i]), bytes(types) if len(types) else b"[]")
+            out[i] = ids.setdefault(key, len(ids))
+        return out
+
+    def _msg_bytes(self, args: list[_Args]) -> np.ndarray:
+        """Per event: max(in, out) message elements × dtype bytes, where Kineto recorded them
+        (NCCL's size convention: the all-gathered output, the reduce-scattered input)."""
+        out = np.full(len(args), NO_VALUE, dtype=np.int64)
+        for i, a in enumerate(args):
+            if a.in_nelems is _ABSENT and a.out_nelems is _ABSENT:
+                continue
+            try:
+                count = max(_COUNT.decode(n) for n in (a.in_nelems, a.out_nelems) if len(n))
+                size = dtype_size(_TEXT.decode(a.dtype)) if len(a.dtype) else None
+            except msgspec.DecodeError:
+                size = None
+            if size is None or not 0 <= count * size < 2**62:
+                self.ignored[_BAD_SIZES] = self.ignored.get(_BAD_SIZES, 0) + 1
+                continue
+            out[i] = count * size
+        return out
 
     def _start_ns(self, chunk: bytes, complete: list[_Event]) -> np.ndarray:
         ts = np.array(list(map(_TS, complete)))
@@ -253,16 +310,42 @@ class _Builder:
         if len(start) > 1 and not bool((start[1:] >= start[:-1]).all()):
             order = np.argsort(start, kind="stable")
             for key in columns:
-                columns[key] = columns[key][order]
-        return Events(**columns)
+                if columns[key].strides != (0,):  # a constant column stays as it is
+                    columns[key] = columns[key][order]
+        shapes, canonical = self._shape_table()
+        if len(canonical):
+            raw = columns["shape_id"]
+            has = raw >= 0
+            raw[has] = canonical[raw[has]]
+            bad = int((raw == _UNREADABLE).sum())
+            if bad:
+                raw[raw == _UNREADABLE] = NO_VALUE
+                self.ignored[_BAD_SHAPES] = self.ignored.get(_BAD_SHAPES, 0) + bad
+        return Events(**columns, shapes=shapes)
+
+    def _shape_table(self) -> tuple[ShapeTable, np.ndarray]:
+        """The distinct signatures, decoded once each, and each raw id's canonical id
+        (texts that differ only in spacing become one signature; unreadable ones -2)."""
+        canonical = np.full(len(self.signatures), _UNREADABLE, dtype=np.int32)
+        seen: dict[Signature, int] = {}
+        names = list(self.names)
+        for (name_id, dims, types), raw_id in self.signatures.items():
+            signature = _signature(names[name_id], dims, types)
+            if signature is not None:
+                canonical[raw_id] = seen.setdefault(signature, len(seen))
+        self.signatures = {}
+        return ShapeTable(tuple(seen)), canonical
 
 
 class _Table:
     """Columns appended chunk by chunk to arrays grown in place: a large array grows by
-    ``realloc`` (remapped, not copied), so no column is ever held twice while parsing."""
+    ``realloc`` (remapped, not copied), so no column is ever held twice while parsing.
+    An ``optional`` column is allocated when a chunk first holds it (earlier rows get
+    NO_VALUE); one never held is a read-only NO_VALUE view that takes no memory."""
 
-    def __init__(self, dtypes: dict[str, Any]) -> None:
-        self.arrays = {k: np.empty(0, dtype) for k, dtype in dtypes.items()}
+    def __init__(self, dtypes: dict[str, Any], optional: tuple[str, ...] = ()) -> None:
+        self.dtypes = dtypes
+        self.arrays = {k: np.empty(0, t) for k, t in dtypes.items() if k not in optional}
         self.rows = 0
 
     def append(self, columns: dict[str, np.ndarray]) -> None:
@@ -273,6 +356,8 @@ class _Table:
             for array in self.arrays.values():
                 array.resize(capacity, refcheck=False)
         for key, values in columns.items():
+            if key not in self.arrays:
+                self.arrays[key] = np.full(capacity, NO_VALUE, dtype=self.dtypes[key])
             self.arrays[key][self.rows : end] = values
         self.rows = end
 
@@ -280,11 +365,38 @@ class _Table:
         for array in self.arrays.values():
             array.resize(self.rows, refcheck=False)
         arrays, self.arrays = self.arrays, {}
+        for key, dtype in self.dtypes.items():
+            if key not in arrays:
+                arrays[key] = np.broadcast_to(np.array(NO_VALUE, dtype=dtype), (self.rows,))
         return arrays
 
 
 _NAME, _CAT, _TS, _DUR = (attrgetter(k) for k in ("name", "cat", "ts", "dur"))
 _PID, _TID = attrgetter("pid"), attrgetter("tid")
+_DIMS, _IN, _OUT = (attrgetter(k) for k in ("dims", "in_nelems", "out_nelems"))
+_UNREADABLE = -2
+
+
+def _signature(op: str, dims_text: bytes, types_text: bytes) -> Signature | None:
+    """``Input Dims`` / ``Input type`` as a Signature: each input's dims a tuple of ints, or a
+    tuple of such tuples for a tensor list; None where the text has another form."""
+    try:
+        dims, types = _SIGNATURE.decode(b"[" + dims_text + b"," + types_text + b"]")
+    except msgspec.DecodeError:
+        return None
+    out: list[Dims] = []
+    for d in dims:
+        if not isinstance(d, list):
+            return None
+        if all(type(v) is int for v in d):
+            out.append(tuple(d))
+        elif all(isinstance(t, list) and all(type(v) is int for v in t) for t in d):
+            out.append(tuple(tuple(t) for t in d))
+        else:
+            return None
+    if not all(isinstance(t, str) for t in types):
+        return None
+    return Signature(op, tuple(out), tuple(types))
 
 
 def _intern(table: dict[str, int], values: list[str]) -> np.ndarray:

@@ -32,7 +32,7 @@ import numpy.typing as npt
 
 from analyzers.kineto import ParsedTrace
 from tracekit.errors import TracekitError
-from tracekit.model import DEVICE_KINDS, NO_VALUE, Events, Kind
+from tracekit.model import COLUMNS, DEVICE_KINDS, NO_VALUE, Events, Kind, ShapeTable
 
 I64 = npt.NDArray[np.int64]
 Gpu = dict[str, Any]
@@ -61,7 +61,8 @@ _COPY = ("Unknown", "HtoD", "DtoH", "HtoA", "AtoH", "AtoA", "AtoD", "DtoA", "Dto
 _UVM = ("HtoD", "DtoH", "DtoD")  # 11-13: unified-memory migrations
 _MEMORY = ("Pageable", "Pinned", "Device", "Array", "Managed", "Device Static", "Managed Static")
 _DEVICE_TABLES = ((KERNEL, Kind.KERNEL), (MEMCPY, Kind.MEMCPY), (MEMSET, Kind.MEMSET))
-_EVENT_COLUMNS = [k for k in Events.__dataclass_fields__ if k != "external_id"]
+#: the columns an export fills (no external ids, shapes or message sizes: those default)
+_EVENT_COLUMNS = [k for k in COLUMNS if k not in ("external_id", "shape_id", "msg_bytes")]
 GRAPH_NAME = "CUDA graph (whole graph: record with --cuda-graph-trace=node)"
 # TARGET_INFO_GPU columns, renamed to Kineto's deviceProperties keys where it has one.
 # memoryBandwidth is in bytes/s, clockRate in Hz, totalMemory in bytes.
@@ -319,7 +320,11 @@ class _Reader:
             ignored = {why: int((keys == proc).sum()) for why, keys in left_out.items()}
             out.append(
                 ParsedTrace(
-                    events=Events(**{k: c[k][rows] for k in _EVENT_COLUMNS}, external_id=no_ids),
+                    events=Events(
+                        **{k: c[k][rows] for k in _EVENT_COLUMNS},
+                        external_id=no_ids,
+                        shapes=ShapeTable(),
+                    ),
                     names=list(self.names),
                     clock=clock,
                     distributed_info=None,

@@ -1,9 +1,16 @@
-"""Roofline stage: compute vs HBM per engine step, from the model config and the step's tokens.
+"""Roofline stage: compute vs HBM per op call from recorded shapes, else per engine step from
+the model config and the step's tokens.
 
-The trace's ops carry no shapes (the parser keeps none), so FLOPs and bytes come from the run
-manifest's model config and each step's ``execute_context_N(T)_generation_M(G)`` counts, for
-*this rank's shard* (TP divides heads, FFN and vocab; PP gives the stage its layers as vLLM
-does; EP gives it E/ep whole experts). Per step, with n = T + G new tokens:
+**Per op call** (where the trace was recorded with ``record_shapes=True``): each call tree's
+outermost op that ``analyzers.op_cost`` can cost (GEMMs, attention, elementwise) is set
+against the ridge point by its own FLOPs / bytes, and its time — its span on a CPU rank, the
+device work it launched on a GPU rank — goes to compute or hbm accordingly (``op_roofline``).
+This takes precedence over the step model below, which decides the rest.
+
+**Per step**: FLOPs and bytes come from the run manifest's model config and each step's
+``execute_context_N(T)_generation_M(G)`` counts, for *this rank's shard* (TP divides heads,
+FFN and vocab; PP gives the stage its layers as vLLM does; EP gives it E/ep whole experts).
+Per step, with n = T + G new tokens:
 
 * weights are read once per step: attention (q, k, v, o), the gated FFN (3 · hidden · I) or
   the experts the step's tokens touch (E_local · (1 − (1 − k/E)^n) of them, uniform routing),
@@ -19,7 +26,7 @@ does; EP gives it E/ep whole experts). Per step, with n = T + G new tokens:
 
 A step is compute-bound when FLOPs / bytes reaches the device's ridge point (peak FLOP/s /
 peak bandwidth); its compute and HBM time (partition segments inside the step) all go to that
-bucket. Unclassified ops and time outside modelled steps keep the name prior.
+bucket. Unclassified ops and time outside modelled steps and costed ops keep the name prior.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 
@@ -40,8 +48,15 @@ from analyzers.attribute import (
     split,
 )
 from analyzers.classify import FAMILY_LEVEL, UNCLASSIFIED_INDEX
+from analyzers.op_roofline import op_roofline, peak_errors
 from analyzers.steps import StepRow
-from tracekit.analysis import NAME_PRIOR, ROOFLINE, KindRoofline, RankRoofline
+from tracekit.analysis import (
+    NAME_PRIOR,
+    ROOFLINE,
+    SHAPES,
+    KindRoofline,
+    RankRoofline,
+)
 from tracekit.buckets import COMPUTE, HBM
 from tracekit.hardware import DeviceSpec
 from tracekit.model import DEVICE_KINDS, Events, Kind, RankId
@@ -292,10 +307,37 @@ def roofline(
     facts: RunFacts,
     identity: RankId,
 ) -> tuple[Attribution, RankRoofline | None]:
-    """Split compute vs HBM time inside modelled steps by each step's arithmetic intensity."""
-    m, spec = facts.model, facts.spec
-    if m is None or spec is None:
+    """Compute vs HBM: inside modelled steps by each step's intensity (model config), then
+    per op call by its own intensity where the trace recorded shapes (which take precedence)."""
+    spec = facts.spec
+    if spec is None:
         return att, None
+    result = None
+    if facts.model is not None:
+        att, result = _step_roofline(att, events, steps, facts, identity, facts.model, spec)
+    att, ops = op_roofline(att, events, spec)
+    if ops is None:
+        return att, result
+    kinds, decided, notes = ops
+    if result is None or result.basis == NAME_PRIOR:
+        base = result or RankRoofline(
+            basis=SHAPES, device=spec.name, ridge=spec.ridge, kinds=[], decided_ns=0, notes=[]
+        )
+        result = msgspec.structs.replace(base, basis=SHAPES)
+    notes = [*result.notes, *notes]
+    return att, msgspec.structs.replace(result, ops=kinds, ops_decided_ns=decided, notes=notes)
+
+
+def _step_roofline(
+    att: Attribution,
+    events: Events,
+    steps: Sequence[StepRow],
+    facts: RunFacts,
+    identity: RankId,
+    m: ModelConfig,
+    spec: DeviceSpec,
+) -> tuple[Attribution, RankRoofline | None]:
+    """Split compute vs HBM time inside modelled steps by each step's arithmetic intensity."""
     shard = facts.shard(identity)
     kv_b = facts.kv_bytes_per_token(shard) or 0
     context = _Context(facts, identity.dp or 0, steps)
@@ -378,12 +420,7 @@ def _kind(
     seconds = time_ns / 1e9
     f_pct = 100 * flops / seconds / spec.flops if seconds else None
     b_pct = 100 * size / seconds / spec.bandwidth if seconds else None
-    errors = [
-        f"modelled {what} is {pct:.0f}% of the peak: a model error (the cost model or the "
-        "peak is wrong), not a measurement"
-        for what, pct in (("FLOP/s", f_pct), ("bandwidth", b_pct))
-        if pct is not None and pct > 100
-    ]
+    errors = peak_errors(f_pct, b_pct)
     return KindRoofline(
         kind=kind,
         steps=len(rows),

@@ -101,3 +101,27 @@ def write_trace(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(gzip.compress(data) if gz else data)
     return path
+
+
+def shaped_op(
+    name: str,
+    ts: float,
+    dur: float,
+    dims: list[Any],
+    types: list[str],
+    tid: int = TID,
+    cat: str = "cpu_op",
+    **args: Any,
+) -> dict[str, Any]:
+    """A host op recorded with ``record_shapes=True`` (``Input Dims`` / ``Input type``); more
+    Kineto args by keyword, e.g. ``**{"In msg nelems": 4}``."""
+    return {
+        "ph": "X",
+        "cat": cat,
+        "name": name,
+        "ts": ts,
+        "dur": dur,
+        "pid": PID,
+        "tid": tid,
+        "args": {"External id": 1, "Input Dims": dims, "Input type": types, **args},
+    }

@@ -12,12 +12,12 @@ from click.testing import CliRunner
 
 from analyzers.loader import load
 from analyzers.pipeline import analyze_trace
-from analyzers.roofline import ModelConfig, Shard, StepCost, step_cost
+from analyzers.roofline import ModelConfig, RunFacts, Shard, StepCost, step_cost
 from analyzers.steps import StepRow
-from tests.builders import annotation, kernel, runtime, write_trace
-from tests.test_kv_stall import KV_CACHE, MODEL, make_run, records, step_events
+from tests.builders import annotation, cpu_op, kernel, runtime, shaped_op, write_trace
+from tests.test_kv_stall import KV_CACHE, MM, MODEL, make_run, records, step_events
 from tracekit import hardware, rundir
-from tracekit.analysis import NAME_PRIOR, ROOFLINE
+from tracekit.analysis import NAME_PRIOR, ROOFLINE, SHAPES
 from tracekit.cli_hw import hw_command
 
 US = 1_000
@@ -201,3 +201,99 @@ def test_cpu_run_with_measured_peaks(
     work = {k: rank.buckets[k] // US for k in ("compute", "hbm", "kv_stall") if rank.buckets[k]}
     # 150 µs of work, 60 of it recompute; kv_stall adds 50 µs waiting for KV blocks
     assert work == {**expected, "kv_stall": 110}
+
+
+# --- per op call, from recorded shapes ---------------------------------------------------
+
+BF = "c10::BFloat16"
+SQUARE = [[4096, 4096], [4096, 4096]]  # 2·4096³ FLOPs over 3·4096²·2 bytes: 1365 FLOP/byte
+
+
+def shapes_gpu_events(prefill_us: float = 200) -> list[dict[str, Any]]:
+    """Three shaped host ops each launching one kernel, and a kernel launched outside them."""
+    return [
+        shaped_op("aten::mm", 0, 10, [[1, 4096], [4096, 4096]], [BF, BF]),  # GEMV: ~1 FLOP/B
+        runtime("cudaLaunchKernel", 2, 3, corr=1),
+        shaped_op("aten::mm", 20, 10, SQUARE, [BF, BF]),
+        runtime("cudaLaunchKernel", 22, 3, corr=2),
+        shaped_op("aten::add", 40, 10, [*SQUARE, []], [BF, BF, "Scalar"]),
+        runtime("cudaLaunchKernel", 42, 3, corr=3),
+        runtime("cudaLaunchKernel", 60, 3, corr=4),
+        kernel("ampere_bf16_s16816gemm_relu_128x128", 100, 50, corr=1),
+        kernel("ampere_bf16_s16816gemm_relu_128x128", 150, prefill_us, corr=2),
+        kernel("vectorized_elementwise_kernel", 150 + prefill_us, 100, corr=3),
+        kernel("ampere_bf16_s16816gemm_relu_128x128", 250 + prefill_us, 50, corr=4),
+    ]
+
+
+def test_gpu_ops_split_by_their_own_shapes(tmp_path: Path) -> None:
+    path = write_trace(tmp_path / "t.json.gz", shapes_gpu_events(), extra=H100)
+    analysis = analyze_trace(load(path))  # check_state after every stage: the invariant
+    rank = analysis.ranks[0]
+    assert rank.window_ns == 400 * US
+    # the GEMV's kernel is HBM-bound by its shapes (the name rules said compute); the
+    # kernel launched outside any shaped op keeps the name rules
+    assert {k: v // US for k, v in rank.buckets.items() if v} == {"compute": 250, "hbm": 150}
+    assert rank.compute_hbm_basis == SHAPES
+    roof = rank.roofline
+    assert roof is not None and roof.kinds == [] and roof.ops_decided_ns == 350 * US
+    ops = {k.kind: k for k in roof.ops}
+    gemm, elementwise = ops["gemm"], ops["elementwise"]
+    assert (gemm.ops, gemm.compute_ops, gemm.time_ns) == (2, 1, 250 * US)
+    assert gemm.flops == 2 * 4096**3 + 2 * 4096**2
+    assert gemm.bytes == 3 * 4096**2 * 2 + (4096 + 4096**2 + 4096) * 2
+    assert gemm.flops_pct == round(100 * gemm.flops / 250e-6 / 989e12, 3)
+    assert gemm.bandwidth_pct == round(100 * gemm.bytes / 250e-6 / 3.35e12, 3)
+    assert (elementwise.flops, elementwise.bytes) == (4096**2, 3 * 4096**2 * 2)
+    assert elementwise.model_error is None and gemm.source == "trace shapes"
+    listed = {(o.name[:14], o.bucket): o.total_ns // US for o in rank.top_ops}
+    assert listed[("ampere_bf16_s1", "hbm")] == 50 and listed[("ampere_bf16_s1", "compute")] == 250
+
+
+def test_ops_above_peak_are_flagged_not_printed(tmp_path: Path) -> None:
+    # 2·4096³ FLOPs in 10 µs is 13.7 PFLOP/s: above the H100's 989 TFLOP/s
+    path = write_trace(tmp_path / "t.json.gz", shapes_gpu_events(prefill_us=10), extra=H100)
+    rank = analyze_trace(load(path)).ranks[0]
+    assert rank.roofline is not None
+    gemm = next(k for k in rank.roofline.ops if k.kind == "gemm")
+    assert gemm.flops_pct is None and gemm.model_error and "model error" in gemm.model_error
+    assert gemm.above_peak == 1 and gemm.bandwidth_pct is not None
+    assert any("1 calls exceed a peak" in n for n in rank.roofline.notes)
+    assert sum(rank.buckets.values()) == rank.window_ns
+
+
+def test_cpu_ops_split_by_their_shapes(tmp_path: Path) -> None:
+    # a CPU rank: each call tree's outermost costed op decides its span; nested ops go with it
+    cpu = hardware.DeviceSpec(name="CPU t", flops=1e12, bandwidth=1e11, source="test")  # ridge 10
+    events = [
+        shaped_op("aten::linear", 0, 100, [[64, 512], [512, 512]], [BF, BF]),  # 51 FLOP/B
+        shaped_op("aten::mm", 10, 80, [[64, 512], [512, 64]], [BF, BF]),  # nested: not counted
+        shaped_op("aten::mul", 100, 50, [[64, 512], [64, 512]], [BF, BF]),  # 0.17 FLOP/B
+        shaped_op("_C::onednn_mm", 150, 40, [[1, 512], [1, 512], [], []], [BF, BF, "", "long int"]),
+        cpu_op("aten::add", 190, 10),  # no shapes: the name rules (hbm)
+    ]
+    trace = load(write_trace(tmp_path / "t.json.gz", events))
+    rank = analyze_trace(trace, facts=RunFacts(spec=cpu)).ranks[0]
+    assert rank.window_ns == 200 * US
+    assert {k: v // US for k, v in rank.buckets.items() if v} == {"compute": 100, "hbm": 100}
+    assert rank.roofline is not None and rank.roofline.ops_decided_ns == 190 * US
+    ops = {k.kind: k for k in rank.roofline.ops}
+    assert (ops["gemm"].ops, ops["gemm"].compute_ops, ops["gemm"].time_ns) == (2, 1, 140 * US)
+    assert ops["gemm"].flops == 2 * 64 * 512 * 512 + 2 * 512 * 512
+    assert (ops["elementwise"].ops, ops["elementwise"].time_ns) == (1, 50 * US)
+    assert rank.compute_hbm_basis == SHAPES
+
+
+def test_shapes_take_precedence_over_the_step_model(tmp_path: Path) -> None:
+    # ridge 1: the step model calls both steps compute-bound; step A's GEMM was recorded
+    # with shapes: a 1-token GEMV, 2·256·256 FLOPs over (256 + 256² + 256) · 2 bytes, 0.99
+    hardware.save(hardware.Probe("Test CPU", 2, 1e10, 1e10, "t", "fixed"))
+    events = step_events()
+    events[1] = shaped_op(MM, 10, 40, [[1, 256], [1, 256], [], []], [BF, BF, "", "long int"])
+    run = make_run(tmp_path, events, records(), model=MODEL, kv_cache=KV_CACHE)
+    rank = analyze_trace(load(run)).ranks[0]
+    work = {k: rank.buckets[k] // US for k in ("compute", "hbm", "kv_stall") if rank.buckets[k]}
+    assert work == {"compute": 50, "hbm": 40, "kv_stall": 110}
+    assert rank.compute_hbm_basis == ROOFLINE and rank.roofline is not None
+    assert [(k.kind, k.ops, k.compute_ops) for k in rank.roofline.ops] == [("gemm", 1, 0)]
+    assert rank.roofline.ops_decided_ns == 40 * US

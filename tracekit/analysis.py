@@ -23,6 +23,7 @@ SCHEMA_VERSION: Final = 1
 TOLERANCE_NS: Final = 1_000  # the invariant's ±1 µs
 NAME_PRIOR: Final = "name prior"
 ROOFLINE: Final = "roofline (model config + step tokens)"
+SHAPES: Final = "roofline (trace shapes)"
 
 
 class OpTime(msgspec.Struct, frozen=True):
@@ -74,13 +75,32 @@ class KindRoofline(msgspec.Struct, frozen=True, kw_only=True):
     model_error: str | None = None  # set when an achieved figure exceeds the peak
 
 
+class OpKindRoofline(msgspec.Struct, frozen=True, kw_only=True):
+    """One rank's ops of one kind (gemm / attention / elementwise) costed from their shapes."""
+
+    kind: str
+    ops: int  # calls (the outermost costed op of each call tree) that own time
+    compute_ops: int  # calls whose intensity is at or above the ridge point
+    flops: float  # from the calls' recorded input shapes (analyzers/op_cost.py)
+    bytes: float
+    intensity: float  # FLOP/byte
+    time_ns: int  # GPU: the calls' kernels' device time; CPU: the calls' duration
+    flops_pct: float | None  # achieved FLOP/s as % of peak; None when above peak
+    bandwidth_pct: float | None
+    above_peak: int = 0  # calls whose own achieved FLOP/s or bandwidth exceeds the peak
+    model_error: str | None = None  # set when this kind's achieved figure exceeds the peak
+    source: str = "trace shapes"
+
+
 class RankRoofline(msgspec.Struct, frozen=True, kw_only=True):
-    basis: str  # ROOFLINE or NAME_PRIOR
+    basis: str  # ROOFLINE (model config steps), SHAPES (ops' shapes only) or NAME_PRIOR
     device: str
     ridge: float  # FLOP/byte
     kinds: list[KindRoofline]
     decided_ns: int  # compute + hbm time inside modelled steps, split by the roofline
     notes: list[str]
+    ops: list[OpKindRoofline] = msgspec.field(default_factory=list)  # from trace shapes
+    ops_decided_ns: int = 0  # compute + hbm time of shape-costed ops (and their kernels)
 
 
 class RankKv(msgspec.Struct, frozen=True):
@@ -143,6 +163,8 @@ class EngineStats(msgspec.Struct, frozen=True, kw_only=True):
     prefill_tokens: int
     decode_tokens: int
     timeline: list[TimelinePoint]
+    source: str = "steps/"  # or "vLLM log lines": one sample per logging interval
+    preemptions_measured: bool = True  # False: the records carry no preemption counts
 
 
 class KvReport(msgspec.Struct, frozen=True, kw_only=True):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import IntEnum
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
 import numpy as np
@@ -22,7 +22,10 @@ I64 = npt.NDArray[np.int64]
 I32 = npt.NDArray[np.int32]
 I8 = npt.NDArray[np.int8]
 
-NO_VALUE = -1  # missing correlation / stream / device / external id
+NO_VALUE = -1  # missing correlation / stream / device / external id / shape / size
+
+#: one op input's recorded dims: a tensor's sizes, or a tensor list's (one tuple per tensor)
+Dims = tuple[int, ...] | tuple[tuple[int, ...], ...]
 
 
 class Kind(IntEnum):
@@ -70,9 +73,52 @@ class RankId(msgspec.Struct, frozen=True, omit_defaults=True):
         return f"{head} ({' '.join(parts)})" if parts else head
 
 
+class Signature(NamedTuple):
+    """One op and what Kineto recorded of its inputs (``record_shapes=True``): per input its
+    dims (``Input Dims``) and its type (``Input type``: ``c10::BFloat16``, ``float``,
+    ``Scalar``, ``TensorList``, ``""`` for None, ...). The op's name is part of it, so an
+    op's cost is known from its shape id alone."""
+
+    op: str
+    dims: tuple[Dims, ...]
+    types: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ShapeTable:
+    """One rank's distinct (op, input dims, input types); ``Events.shape_id`` indexes
+    ``signatures``. Interned while parsing: its size follows the distinct signatures, not the
+    events."""
+
+    signatures: tuple[Signature, ...] = ()  # (not a sequence itself: numpy keeps it whole)
+
+
+#: the event table's columns (``Events`` also carries the shape table its ``shape_id`` indexes)
+COLUMNS = (
+    "start_ns",
+    "dur_ns",
+    "kind",
+    "name_id",
+    "pid",
+    "tid",
+    "correlation",
+    "stream",
+    "device",
+    "external_id",
+    "shape_id",
+    "msg_bytes",
+)
+
+
 @dataclass(frozen=True)
 class Events:
-    """Columnar events of one rank, sorted by start time. Arrays are never mutated."""
+    """Columnar events of one rank, sorted by start time. Arrays are never mutated.
+
+    ``shape_id`` (int32, ``NO_VALUE`` when none was recorded) indexes ``shapes``, the rank's
+    table of distinct input signatures: like a categorical column, the ids travel with their
+    table. ``msg_bytes`` is a collective's message size from Kineto's collective args
+    (``analyzers.collective_size.collective_bytes`` reads it per call). Where a trace holds none,
+    either is a read-only ``NO_VALUE`` view that takes no memory (and the default)."""
 
     start_ns: I64
     dur_ns: I64
@@ -84,9 +130,27 @@ class Events:
     stream: I64
     device: I64
     external_id: I64
+    shape_id: I32 = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
+    msg_bytes: I64 = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    shapes: ShapeTable = field(default_factory=ShapeTable, compare=False)
+
+    def __post_init__(self) -> None:
+        rows = len(self.start_ns)
+        for name, dtype in (("shape_id", np.int32), ("msg_bytes", np.int64)):
+            if rows and not len(getattr(self, name)):  # left out: a constant taking no memory
+                constant = np.broadcast_to(np.array(NO_VALUE, dtype=dtype), (rows,))
+                object.__setattr__(self, name, constant)
 
     def __len__(self) -> int:
         return int(self.start_ns.shape[0])
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled (to and from parse workers) without the constant columns' bytes."""
+        columns = {k: getattr(self, k) for k in COLUMNS}
+        for name in ("shape_id", "msg_bytes"):
+            if columns[name].strides == (0,):
+                columns[name] = columns[name][:0]  # rebuilt as a constant on the other side
+        return (_unpickle_events, (columns, self.shapes))
 
     @cached_property
     def end_ns(self) -> I64:
@@ -95,13 +159,17 @@ class Events:
 
     def take(self, index: npt.NDArray[np.bool_] | npt.NDArray[np.intp]) -> Events:
         """A new table holding the selected rows (a boolean mask or row indices)."""
-        return Events(**{k: getattr(self, k)[index] for k in self.__dataclass_fields__})
+        return Events(**{k: getattr(self, k)[index] for k in COLUMNS}, shapes=self.shapes)
 
     def remap_names(self, mapping: I32) -> Events:
         """The same events with name ids translated through ``mapping``."""
-        fields = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        fields = {k: getattr(self, k) for k in COLUMNS}
         fields["name_id"] = mapping[self.name_id]
-        return Events(**fields)
+        return Events(**fields, shapes=self.shapes)
+
+
+def _unpickle_events(columns: dict[str, Any], shapes: ShapeTable) -> Events:
+    return Events(**columns, shapes=shapes)
 
 
 @dataclass
@@ -163,7 +231,7 @@ class Trace:
         import pandas as pd
 
         ev = self.ranks[rank_index].events
-        frame = pd.DataFrame({k: getattr(ev, k) for k in ev.__dataclass_fields__})
+        frame = pd.DataFrame({k: getattr(ev, k) for k in COLUMNS})
         frame["kind"] = pd.Categorical.from_codes(
             ev.kind.astype(np.int64), pd.Index([k.name.lower() for k in Kind])
         )

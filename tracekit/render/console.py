@@ -10,7 +10,14 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from tracekit.analysis import ROOFLINE, Analysis, Collectives, EngineStats, OpTime, RankResult
+from tracekit.analysis import (
+    NAME_PRIOR,
+    Analysis,
+    Collectives,
+    EngineStats,
+    OpTime,
+    RankResult,
+)
 from tracekit.buckets import BUCKETS, COLLECTIVE
 from tracekit.render import text_console
 
@@ -48,9 +55,9 @@ def render(analysis: Analysis, width: int = 120, colour: bool = False, top: int 
         console.print(_steps_table(analysis))
     if analysis.engine is not None:
         console.print(_engine(analysis.engine, analysis.kv.stalled_share if analysis.kv else None))
-    roofline = _roofline(analysis)
-    if roofline is not None:
-        console.print(roofline)
+    for table in (_roofline(analysis), _op_roofline(analysis)):
+        if table is not None:
+            console.print(table)
     if analysis.collectives is not None:
         console.print(_collectives(analysis.collectives))
     for title, regime, lines in (
@@ -198,6 +205,37 @@ def _roofline(a: Analysis) -> Table | None:
     return table
 
 
+def _op_roofline(a: Analysis) -> Table | None:
+    ranks = [r for r in a.ranks if r.roofline is not None and r.roofline.ops]
+    if not ranks:
+        return None
+    table = Table(
+        title="Roofline per op call (trace shapes: FLOPs / bytes from recorded input dims)",
+        box=box.SIMPLE_HEAD,
+        title_justify="left",
+    )
+    for col in ("rank", "kind", "calls", "compute-bound", "FLOP/byte", "ms", "FLOP/s %", "BW %"):
+        table.add_column(col, justify="left" if col in ("rank", "kind") else "right")
+    for r in ranks:
+        assert r.roofline is not None
+        for k in r.roofline.ops:
+            table.add_row(
+                r.label,
+                k.kind,
+                str(k.ops),
+                str(k.compute_ops),
+                f"{k.intensity:,.1f}",
+                _ms(k.time_ns),
+                _pct(k.flops_pct, k.model_error),
+                _pct(k.bandwidth_pct, k.model_error),
+            )
+    table.caption = (
+        "each call tree's outermost costed op; time = its kernels (GPU) or its span (CPU); "
+        "achieved = modelled / time, % of peak; above peak is a model error, never a measurement"
+    )
+    return table
+
+
 def _collectives(c: Collectives) -> Table:
     table = Table(
         title="Collectives (trace partition; i-th call matched across the ranks of a group)",
@@ -244,9 +282,10 @@ def _ops_table(a: Analysis, top: int) -> Table:
             str(op.count),
             _ms(op.total_ns),
         )
-    roofline = any(r.compute_hbm_basis == ROOFLINE for r in a.ranks)
+    roofline = any(r.compute_hbm_basis != NAME_PRIOR for r in a.ranks)
     table.caption = "bucket: " + (
-        "the roofline inside modelled engine steps, else the name rules"
+        "the roofline (per op from trace shapes, else per modelled engine step), else the "
+        "name rules"
         if roofline
         else "the name rules (analyzers/rules.py)"
     )
@@ -345,7 +384,7 @@ def _engine(e: EngineStats, stalled: float | None) -> Table:
     )
     table.add_row(
         "preemptions",
-        str(e.preemptions),
+        str(e.preemptions) if e.preemptions_measured else "not measured",
         "",
         _spark(
             [float(p.preemptions) for p in points],
@@ -357,10 +396,12 @@ def _engine(e: EngineStats, stalled: float | None) -> Table:
         if stalled is not None
         else f"KV cache ≥90% full while requests wait: {e.kv_full_waiting_share:.1%}"
     )
-    table.caption = (
-        f"{full} of step time; prefill {e.prefill_tokens} / decode {e.decode_tokens} "
-        "tokens (steps/)"
+    tokens = (
+        f"; prefill {e.prefill_tokens} / decode {e.decode_tokens} tokens"
+        if e.source == "steps/"
+        else ""  # logged stats carry rates, not token counts
     )
+    table.caption = f"{full} of step time{tokens} ({e.source})"
     return table
 
 
