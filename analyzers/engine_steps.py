@@ -1,8 +1,9 @@
 """Engine stage: the scheduler / KV-cache timeline from a capture's ``steps/`` records.
 
-Each record is one engine step. A step lasts until that engine's next step starts; the
-last step of each engine is taken to last the median step gap. From those durations:
-time-weighted KV-cache usage and batch sizes, the time the KV cache was near full while
+Each record is one engine step (or, without ``steps/``, one of vLLM's logged stats samples,
+standing for its interval: ``analyzers.vllm_log``). A step lasts until that engine's next
+step starts; the last step of each engine is taken to last the median step gap. From those
+durations: time-weighted KV-cache usage and batch sizes, the time the KV cache was near full while
 requests waited (the paper's capacity-trap signal), preemptions, and a timeline of at most
 ``TIMELINE_POINTS`` points for reports and plots.
 """
@@ -14,6 +15,7 @@ from typing import Final
 
 import numpy as np
 
+from analyzers.vllm_log import SOURCE, LogRecord
 from tracekit.analysis import EngineStats, TimelinePoint
 from tracekit.rundir import StepRecord
 
@@ -30,6 +32,7 @@ def engine_stats(records: Sequence[StepRecord]) -> EngineStats | None:
     running = np.array([r.running for r in records], dtype=np.int64)
     waiting = np.array([r.waiting for r in records], dtype=np.int64)
     preempt = np.array([r.preemptions for r in records], dtype=np.int64)
+    logged = [r for r in records if isinstance(r, LogRecord)]
     dur = step_durations(records)
     total = int(dur.sum())
     full_waiting = (kv >= KV_FULL) & ((waiting > 0) | (preempt > 0))
@@ -52,6 +55,8 @@ def engine_stats(records: Sequence[StepRecord]) -> EngineStats | None:
         prefill_tokens=sum(r.prefill_tokens for r in records),
         decode_tokens=sum(r.decode_tokens for r in records),
         timeline=_timeline(ts, kv, running, waiting, preempt),
+        source=SOURCE if logged else "steps/",
+        preemptions_measured=not logged or any(r.preemptions_logged for r in logged),
     )
 
 

@@ -18,6 +18,13 @@ partition stays exact):
 The run-level report sets the capacity ceiling, the sequences the cache holds at the context
 the running sequences had while it was full (block-rounded, from KV usage), against the
 running batch.
+
+Without ``steps/`` the records are vLLM's own periodic stats log lines
+(``analyzers.vllm_log``): one sample of running / waiting / KV usage per engine and logging
+interval (~10 s by default), not per step. Each sample stands for its interval in the report's
+shares and ceiling. Trace time moves to ``kv_stall`` only between two consecutive samples that
+both show the cache full while requests wait (what happened inside one interval is not known);
+the evidence names the source, the interval and how the lines were put on the traces' clock.
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ from analyzers.attribute import BUCKET_INDEX, Attribution, relabel, segment_inte
 from analyzers.engine_steps import KV_FULL, step_durations
 from analyzers.roofline import RunFacts, step_windows
 from analyzers.steps import StepRow
+from analyzers.vllm_log import SOURCE as LOG_SOURCE
+from analyzers.vllm_log import LogRecord
 from tracekit.analysis import KvReport, RankKv, RankResult
 from tracekit.buckets import COMPUTE, HBM, HOST, IDLE, KV_STALL, MOE_ROUTING
 from tracekit.model import Events, RankId
@@ -57,12 +66,33 @@ def stalled(records: Sequence[StepRecord], usable_blocks: int | None) -> npt.NDA
     return out
 
 
+def coarse(records: Sequence[StepRecord]) -> bool:
+    """The records are vLLM's logged stats (one sample per interval), not ``steps/``."""
+    return bool(records) and isinstance(records[0], LogRecord)
+
+
+def source(records: Sequence[StepRecord]) -> str:
+    return LOG_SOURCE if coarse(records) else "steps/"
+
+
+def durations(records: Sequence[StepRecord]) -> I64:
+    """Per record: a step lasts until its engine's next step; a log line its interval."""
+    if coarse(records):
+        return np.array(
+            [r.interval_ns if isinstance(r, LogRecord) else 0 for r in records], dtype=np.int64
+        )
+    out: I64 = step_durations(records).astype(np.int64)
+    return out
+
+
 def stall_intervals(
     records: Sequence[StepRecord], engine: int, usable_blocks: int | None
 ) -> tuple[I64, I64]:
-    """Merged, sorted intervals of one engine's stalled steps."""
-    dur = step_durations(records)
+    """Merged, sorted intervals of one engine's stalled steps (log lines: module docstring)."""
+    dur = durations(records)
     hit = stalled(records, usable_blocks)
+    if coarse(records):
+        hit = hit & _bracketed(records, hit)
     spans: list[list[int]] = []
     order = sorted(range(len(records)), key=lambda i: records[i].ts_ns)
     for i in order:
@@ -75,6 +105,21 @@ def stall_intervals(
             spans.append([r.ts_ns, r.ts_ns + d])
     arr = np.array(spans, dtype=np.int64).reshape(-1, 2)
     return arr[:, 0], arr[:, 1]
+
+
+def _bracketed(records: Sequence[StepRecord], hit: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+    """Per log record: the sample that opens its interval (its engine's previous line, logged
+    where this interval starts) is stalled too."""
+    out = np.zeros(len(records), dtype=bool)
+    last: dict[int, int] = {}
+    for i in sorted(range(len(records)), key=lambda i: records[i].ts_ns):
+        r = records[i]
+        j = last.get(r.engine)
+        prev = records[j] if j is not None else None
+        if isinstance(prev, LogRecord) and hit[j] and prev.logged_ns == r.ts_ns:
+            out[i] = True
+        last[r.engine] = i
+    return out
 
 
 def recompute_tokens(step: StepRow) -> int:
@@ -140,11 +185,13 @@ def _recompute(
 
 
 def kv_report(facts: RunFacts, ranks: Sequence[RankResult]) -> KvReport | None:
-    """The run's capacity figures against its running batch; None without ``steps/``."""
+    """The run's capacity figures against its running batch; None without step records
+    (``steps/``, else vLLM's logged stats)."""
     records = facts.records
     if not records:
         return None
-    dur = step_durations(records).astype(np.float64)
+    src, logged = source(records), coarse(records)
+    dur = durations(records).astype(np.float64)
     running = np.array([r.running for r in records], dtype=np.float64)
     waiting = np.array([r.waiting for r in records]) > 0
     kv = np.array([r.kv_usage for r in records], dtype=np.float64)
@@ -153,6 +200,14 @@ def kv_report(facts: RunFacts, ranks: Sequence[RankResult]) -> KvReport | None:
     total = float(dur.sum())
     share = float(dur[hit].sum() / total) if total else float(hit.mean())
     evidence: list[str] = []
+    if logged and isinstance(records[0], LogRecord):
+        evidence.append(f"source: {records[0].basis}")
+    unit = "logged interval(s)" if logged else "step(s)"
+    evidence.append(
+        f"KV cache full (≥{KV_FULL:.0%} of blocks, or no room for one more sequence) while "
+        f"requests waited or were preempted: {int(hit.sum())} of {len(records)} {unit}, "
+        f"{share:.1%} of {'logged' if logged else 'engine step'} time ({src})"
+    )
     per_seq = ceiling = at_max = cache_bytes = None
     shard = facts.shard(RankId(pp=0))
     per_token = facts.kv_bytes_per_token(shard)
@@ -184,7 +239,7 @@ def kv_report(facts: RunFacts, ranks: Sequence[RankResult]) -> KvReport | None:
         if ceiling is not None:
             evidence.append(
                 f"capacity ceiling ≈ {ceiling} sequences at the observed ~{per_seq:.0f} "
-                f"tokens per running sequence {basis} (steps/ KV usage, block-rounded)"
+                f"tokens per running sequence {basis} ({src} KV usage, block-rounded)"
                 + (f"; {at_max} at max_model_len {m.max_model_len}" if at_max and m else "")
             )
     run_wait = (
@@ -195,7 +250,7 @@ def kv_report(facts: RunFacts, ranks: Sequence[RankResult]) -> KvReport | None:
     evidence.append(
         f"running batch: peak {int(running.max())}"
         + (f", mean {run_wait:.1f} while requests waited" if run_wait is not None else "")
-        + " (steps/)"
+        + f" ({src})"
     )
     chosen: dict[int | None, RankResult] = {}
     for r in ranks:
@@ -203,9 +258,12 @@ def kv_report(facts: RunFacts, ranks: Sequence[RankResult]) -> KvReport | None:
             chosen.setdefault(r.identity.dp, r)
     redo = sum(r.kv.recompute_tokens for r in chosen.values() if r.kv)
     preemptions = sum(r.preemptions for r in records)
+    counted = f"{preemptions} preemption(s) ({src})"
+    if logged and not any(isinstance(r, LogRecord) and r.preemptions_logged for r in records):
+        counted = "preemptions not measured (no count in the log lines)"
     evidence.append(
-        f"{preemptions} preemption(s) (steps/); {redo} token(s) recomputed in the traced "
-        "steps (generation tokens beyond one per request)"
+        f"{counted}; {redo} token(s) recomputed in the traced steps (generation tokens "
+        "beyond one per request)"
     )
     window = sum(r.window_ns for r in ranks)
     stall = sum(r.buckets[KV_STALL] for r in ranks)
@@ -214,8 +272,10 @@ def kv_report(facts: RunFacts, ranks: Sequence[RankResult]) -> KvReport | None:
     if stall:
         evidence.append(
             f"kv_stall: {stall / window:.1%} of the analysed time: host/idle while the "
-            f"cache was full and requests waited {waited / 1e6:.2f} ms, recompute "
-            f"{redone / 1e6:.2f} ms (trace + steps/)"
+            f"cache was full and requests waited {waited / 1e6:.2f} ms"
+            + (" (only between two consecutive full samples)" if logged else "")
+            + f", recompute "
+            f"{redone / 1e6:.2f} ms (trace + {src})"
         )
     return KvReport(
         stalled_share=round(share, 6),

@@ -68,8 +68,9 @@ def verdict(
     ranked = sorted(rules, key=lambda r: scores[r.name], reverse=True)
     best = ranked[0]
     what = "+".join(best.buckets) if best.buckets else KV_SIGNAL
+    records = engine.source if engine is not None else "steps/"
     where = (
-        "of engine step time (steps/)"
+        f"of engine step time ({records})"
         if not best.buckets
         else f"of the analysed time over {len(ranks)} rank(s) (trace buckets)"
     )
@@ -81,11 +82,15 @@ def verdict(
         evidence.append("no regime reaches its threshold: this is the strongest signal only")
     evidence += _deciding(best.name, ranks, basis, rep)
     if engine is not None:
+        preemptions = (
+            f"{engine.preemptions} preemption(s)"
+            if engine.preemptions_measured
+            else "preemptions not measured"
+        )
         evidence.append(
             f"KV cache: peak {engine.kv_usage_max:.0%}, mean {engine.kv_usage_mean:.0%}"
             f"; running batch peak {engine.running_max}; requests waiting "
-            f"{engine.waiting_share:.0%} of the time; {engine.preemptions} "
-            "preemption(s) (steps/)"
+            f"{engine.waiting_share:.0%} of the time; {preemptions} ({engine.source})"
         )
     if share[IDLE] > 0.3:
         evidence.append(

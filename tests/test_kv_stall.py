@@ -9,9 +9,11 @@ import msgspec
 import numpy as np
 import pytest
 
+from analyzers.facts import run_facts
 from analyzers.kv_stall import stalled
 from analyzers.loader import load
-from analyzers.pipeline import RankState, analyze_trace, run_facts, run_stages
+from analyzers.pipeline import RankState, analyze_trace, run_stages
+from analyzers.vllm_log import LogRecord
 from tests.builders import annotation, cpu_op, write_trace
 from tracekit import rundir
 from tracekit.analysis import RankKv, from_json, to_json
@@ -50,18 +52,26 @@ def make_run(
     layout: dict[str, int] | None = None,
     traces: list[tuple[str, list[dict[str, Any]], dict[str, int]]] | None = None,
     hardware: dict[str, Any] | None = None,
+    log: str | None = None,
+    base_ns: int = 0,
+    started_at: str | None = None,
 ) -> Path:
-    """A run directory: manifest, one trace per rank (``traces``) or one rank, steps/."""
+    """A run directory: manifest, one trace per rank (``traces``) or one rank, steps/, and
+    ``log`` as logs/stdout.log."""
     run = root / "run"
     ranks = traces or [("dp0_pp0_tp0_rank0.pt.trace.json.gz", events, {"rank": 0})]
     for name, evs, _ in ranks:
-        write_trace(run / rundir.TRACES / name, evs, base_ns=0)
+        write_trace(run / rundir.TRACES / name, evs, base_ns=base_ns)
     (run / rundir.STEPS).mkdir(parents=True, exist_ok=True)
     lines = b"".join(msgspec.json.encode(r) + b"\n" for r in records)
     (run / rundir.STEPS / "engine-0.jsonl").write_bytes(lines)
+    if log is not None:
+        (run / rundir.LOGS).mkdir(parents=True, exist_ok=True)
+        (run / rundir.LOGS / "stdout.log").write_text(log)
     manifest = rundir.Manifest(
         tracekit_version="0.1.0",
         status="complete",
+        started_at=started_at,
         layout=rundir.Layout(**(layout or {})),
         model=model,
         kv_cache=kv_cache,
@@ -167,3 +177,94 @@ def test_without_steps_nothing_moves(tmp_path: Path) -> None:
     assert analysis.kv is None
     assert analysis.ranks[0].buckets["kv_stall"] == 0
     assert "capacity-bound" in analysis.regime.not_assessed
+
+
+# Without steps/: vLLM's stats log lines (one sample per 1 s interval), on the traces' clock.
+BASE = 1_795_336_260_000_000_000  # 2026-11-22T08:31:00Z in epoch ns: the trace's base time
+SEC = 1_000_000 * US
+LOG_LINE = (
+    "(APIServer pid=7) INFO 11-22 08:31:{s:02d} [loggers.py:335] Engine 000: Avg prompt "
+    "throughput: 0.0 tokens/s, Avg generation throughput: 99.0 tokens/s, Running: {r} reqs, "
+    "Waiting: {w} reqs, CPU KV cache usage: {kv}%, Prefix cache hit rate: 0.0%"
+)
+LOG = "\n".join(
+    [
+        "(APIServer pid=7) INFO 11-22 08:30:57 [api_utils.py:286] non-default args: {}",
+        LOG_LINE.format(s=1, r=4, w=2, kv="95.0"),  # [0.5, 1.5] s: full, waiting
+        LOG_LINE.format(s=2, r=4, w=3, kv="97.5"),  # [1.5, 2.5] s: full, waiting
+        LOG_LINE.format(s=3, r=4, w=0, kv="99.0"),  # [2.5, 3.5] s: full, nobody waits
+        LOG_LINE.format(s=4, r=2, w=1, kv="50.0"),  # [3.5, 4.5] s: room for more
+        "(APIServer pid=7) INFO 11-22 08:31:05 [launcher.py:279] [shutdown] API server",
+    ]
+)
+
+
+def log_run(root: Path, records_: list[StepRecord] | None = None) -> Path:
+    """One CPU rank busy 0.3 s of [1.0, 3.0] s after BASE; 40 usable blocks of 16 tokens."""
+    events = [
+        cpu_op(MM, 1_000_000, 100_000),
+        cpu_op(MM, 2_000_000, 100_000),
+        cpu_op(MM, 2_900_000, 100_000),
+    ]
+    return make_run(
+        root,
+        events,
+        records_ or [],
+        model=MODEL,
+        kv_cache={"block_size": 16, "num_blocks": 41, "dtype": "auto"},
+        log=LOG,
+        base_ns=BASE,
+        started_at="2026-11-22T08:30:55.000+00:00",
+    )
+
+
+def test_log_lines_stand_in_for_steps(tmp_path: Path) -> None:
+    trace = load(log_run(tmp_path))
+    facts = run_facts(trace)
+    logged = [r for r in facts.records if isinstance(r, LogRecord)]
+    assert len(logged) == len(facts.records)
+    assert [(r.ts_ns - BASE, r.interval_ns, r.waiting) for r in logged] == [
+        (SEC // 2, SEC, 2),
+        (3 * SEC // 2, SEC, 3),
+        (5 * SEC // 2, SEC, 0),
+        (7 * SEC // 2, SEC, 1),
+    ]
+    analysis = analyze_trace(trace)
+    rank = analysis.ranks[0]
+    assert rank.window_ns == 2 * SEC
+    # only [1.5, 2.5] s lies between two full-while-waiting samples: its idle time
+    # (1 s less the op at 2.0 s) moves; the interval before it has no opening sample
+    assert {k: v // US for k, v in rank.buckets.items() if v} == {
+        "compute": 300_000,
+        "kv_stall": 900_000,
+        "idle": 800_000,
+    }
+    assert rank.kv == RankKv(waiting_ns=900_000 * US, recompute_ns=0, recompute_tokens=0)
+    kv = analysis.kv
+    assert kv is not None
+    assert kv.stalled_share == 0.5  # two of four 1 s intervals
+    # blocks per running sequence while ≥90% full: 9.5, 9.75, 9.9 → 9.7167 · 16 tokens
+    assert (kv.tokens_per_sequence, kv.ceiling, kv.running_max) == (155.5, 4, 4)
+    assert (kv.running_waiting_mean, kv.preemptions, kv.stall_ns) == (3.333, 0, 900_000 * US)
+    assert kv.evidence[0].startswith("source: vLLM log lines: 4 periodic stats line(s)")
+    assert "UTC offset +00:00" in kv.evidence[0] and "not per step" in kv.evidence[0]
+    assert kv.evidence[1] == (
+        "KV cache full (≥90% of blocks, or no room for one more sequence) while requests "
+        "waited or were preempted: 2 of 4 logged interval(s), 50.0% of logged time "
+        "(vLLM log lines)"
+    )
+    assert any(e.startswith("preemptions not measured (no count in") for e in kv.evidence)
+    assert any("only between two consecutive full samples" in e for e in kv.evidence)
+    regime = analysis.regime
+    assert regime.name == "capacity-bound"
+    assert regime.scores["capacity-bound"] == 2.5
+    assert any(e.startswith("source: vLLM log lines") for e in regime.evidence)
+    assert from_json(to_json(analysis)).kv == kv  # schema round trip
+
+
+def test_steps_win_over_log_lines(tmp_path: Path) -> None:
+    step = StepRecord(ts_ns=BASE + SEC, running=1, kv_usage=0.1)
+    facts = run_facts(load(log_run(tmp_path, [step])))
+    assert facts.records == (step,)
+    kv = analyze_trace(load(log_run(tmp_path / "b", [step]))).kv
+    assert kv is not None and not any("vLLM log lines" in e for e in kv.evidence)
