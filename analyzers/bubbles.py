@@ -16,20 +16,18 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from analyzers.roofline import ModelConfig, step_windows
+from analyzers.digest import RankDigest
+from analyzers.roofline import ModelConfig
 from tracekit.analysis import Bubbles, MoeReport, PipelineStage, RankResult
 from tracekit.buckets import BUBBLE, MOE_ROUTING
 
-if TYPE_CHECKING:
-    from analyzers.pipeline import RankState
 
-
-def bubbles(ranks: Sequence[RankResult], states: Sequence[RankState], pp: int) -> Bubbles | None:
+def bubbles(digests: Sequence[RankDigest], pp: int) -> Bubbles | None:
     """Per PP stage; None unless the layout or the ranks' identities show pipeline stages."""
+    ranks = [d.result for d in digests]
     stages: dict[int, list[int]] = defaultdict(list)
     for i, r in enumerate(ranks):
         stages[r.identity.pp or 0].append(i)
@@ -50,7 +48,7 @@ def bubbles(ranks: Sequence[RankResult], states: Sequence[RankState], pp: int) -
         + ", ".join(f"pp{s.pp} {s.fraction:.1%}" for s in rows)
         + " (trace: p2p family)"
     ]
-    drain = _drain(states)
+    drain = _drain(digests)
     if drain:
         evidence.append(
             "between their own steps while another stage was still in the same step: "
@@ -60,14 +58,12 @@ def bubbles(ranks: Sequence[RankResult], states: Sequence[RankState], pp: int) -
     return Bubbles(stages=rows, fraction=total / window if window else 0.0, evidence=evidence)
 
 
-def _drain(states: Sequence[RankState]) -> dict[int, int]:
+def _drain(digests: Sequence[RankDigest]) -> dict[int, int]:
     """Per stage: gaps after its i-th step that other stages' i-th step still covers."""
     spans: dict[int, list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
-    for s in states:
-        if s.steps and s.attribution is not None:
-            spans[s.trace.id.pp or 0].append(
-                step_windows(s.trace.events, s.steps, s.attribution.device)
-            )
+    for d in digests:
+        if d.step_start_ns is not None and d.step_end_ns is not None:
+            spans[d.identity.pp or 0].append((d.step_start_ns, d.step_end_ns))
     if len(spans) < 2:
         return {}
     n = min(len(st) for runs in spans.values() for st, _ in runs)
@@ -96,8 +92,9 @@ def moe_report(ranks: Sequence[RankResult], model: ModelConfig | None) -> MoeRep
     evidence = [
         f"MoE routing {routing / 1e6:.2f} ms vs expert GEMMs {expert / 1e6:.2f} ms: routing "
         f"is {share:.1%} of MoE time{config} (trace: moe_routing bucket, moe_gemm family)",
-        "expert load imbalance: not measurable here (fused MoE kernels run all experts in "
-        "one call; no per-expert work or token counts in the trace)",
+        "expert load imbalance: not measurable from a profiler trace of fused MoE (one call "
+        "per layer runs every expert; the routing is recorded only as the [tokens, top-k] "
+        "shape of an id tensor whose values Kineto does not keep)",
     ]
     return MoeReport(
         routing_ns=routing,

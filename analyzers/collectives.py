@@ -8,150 +8,118 @@
 * **skew / stragglers**: per matched collective, each rank waits from its own arrival (the
   call's start) to the last rank's arrival; the last to arrive is the straggler. This needs
   the ranks' clocks to agree (the evidence names the clock);
-* **bus bandwidth** (NCCL's convention, 2 · (n − 1) / n · bytes / time for all-reduce):
-  sizes come from the model config when a step holds exactly the all-reduces tensor
-  parallelism issues (2 per layer, + 1 for the embedding on the first stage), each of
-  ``tokens · hidden · dtype`` bytes; the time is the shortest duration among the ranks (the
-  last arrival's, which does not include waiting). The trace's own message sizes (Kineto's
-  NCCL args) are not parsed yet.
+* **bus bandwidth** (NCCL's convention: bytes / time times ``bus_factor``): message sizes
+  come from the trace (``analyzers.collective_size``: Kineto's collective args, else the
+  collective ops' recorded shapes); without them, for all-reduce, from the model config when
+  a step holds exactly the all-reduces tensor parallelism issues (2 per layer, + 1 for the
+  embedding on the first stage), each of ``tokens · hidden · dtype`` bytes. The time is the
+  shortest duration among the ranks (the last arrival's, which does not include waiting).
+  The row names its size source.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
-import numpy.typing as npt
 
-from analyzers.classify import FAMILY_INDEX, LEVELS
-from analyzers.roofline import RunFacts, step_windows
+from analyzers.digest import KINDS, RankDigest
+from analyzers.roofline import RunFacts
 from tracekit.analysis import CollectiveKind, Collectives, RankWait
-from tracekit.model import DEVICE_KINDS, Events, Kind
-
-if TYPE_CHECKING:
-    from analyzers.pipeline import RankState
-
-KINDS = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "other_collective", "p2p")
 
 
-def calls(state: RankState, kind: str) -> npt.NDArray[np.intp]:
-    """Rows of this rank's calls of ``kind`` in time order; nested calls count once."""
-    ev, att = state.trace.events, state.attribution
-    if att is None:
-        return np.zeros(0, dtype=np.intp)
-    kinds = DEVICE_KINDS if att.device == "gpu" else (Kind.CPU_OP,)
-    rows = np.flatnonzero(np.isin(ev.kind, kinds) & (att.op_family == FAMILY_INDEX[kind]))
-    if not len(rows):
-        return rows
-    order = np.lexsort((-ev.dur_ns[rows], ev.start_ns[rows]))
-    rows = rows[order]
-    keep = np.ones(len(rows), dtype=bool)
-    reach: dict[tuple[int, int], int] = {}
-    for i, row in enumerate(rows.tolist()):
-        thread = (int(ev.pid[row]), int(ev.tid[row]))
-        if int(ev.start_ns[row]) < reach.get(thread, -1):
-            keep[i] = False  # inside an outer call of the same kind
-            continue
-        reach[thread] = int(ev.start_ns[row]) + int(ev.dur_ns[row])
-    return rows[keep]
-
-
-def _group(state: RankState, kind: str) -> tuple[int | None, ...]:
-    ident = state.trace.id
+def _group(rank: RankDigest, kind: str) -> tuple[int | None, ...]:
+    ident = rank.identity
     return (ident.dp, ident.tp) if kind == "p2p" else (ident.dp, ident.pp)
 
 
-def collectives(states: Sequence[RankState], facts: RunFacts | None) -> Collectives | None:
+def collectives(ranks: Sequence[RankDigest], facts: RunFacts | None) -> Collectives | None:
     per_kind: list[CollectiveKind] = []
-    wait = [0] * len(states)
-    last = [0] * len(states)
+    unsized: set[str] = set()
+    wait = [0] * len(ranks)
+    last = [0] * len(ranks)
     evidence: list[str] = []
     for kind in KINDS:
-        rows = [calls(s, kind) for s in states]
-        total = sum(len(r) for r in rows)
+        calls = [r.calls.get(kind) for r in ranks]
+        total = sum(len(c.start_ns) for c in calls if c is not None)
         if not total:
             continue
-        exposed, overlapped = _exposure(states, kind)
+        exposed = sum(r.exposure[kind][0] for r in ranks if kind in r.exposure)
+        overlapped = sum(r.exposure[kind][1] for r in ranks if kind in r.exposure)
         groups: dict[tuple[int | None, ...], list[int]] = defaultdict(list)
-        for i, s in enumerate(states):
-            if len(rows[i]):
-                groups[_group(s, kind)].append(i)
+        for i, r in enumerate(ranks):
+            if calls[i] is not None:
+                groups[_group(r, kind)].append(i)
         skews: list[int] = []
         sized = [0.0, 0.0]  # bus bytes, seconds
+        sources: set[str] = set()
         for members in groups.values():
             if len(members) < 2:
                 continue
-            counts = [len(rows[i]) for i in members]
+            mine = [c for i in members if (c := calls[i]) is not None]
+            counts = [len(c.start_ns) for c in mine]
             if len(set(counts)) > 1:
                 evidence.append(
                     f"{kind}: call counts differ across a group ({counts}); matched in "
                     "order up to the smallest"
                 )
             n = min(counts)
-            starts = np.array([states[i].trace.events.start_ns[rows[i][:n]] for i in members])
-            durs = np.array([states[i].trace.events.dur_ns[rows[i][:n]] for i in members])
+            starts = np.array([c.start_ns[:n] for c in mine])
+            durs = np.array([c.dur_ns[:n] for c in mine])
             arrive = starts.max(axis=0)
             skews += (arrive - starts.min(axis=0)).tolist()
             late = starts.argmax(axis=0)
             for j, i in enumerate(members):
                 wait[i] += int((arrive - starts[j]).sum())
                 last[i] += int((late == j).sum())
-            if kind == "all_reduce" and facts is not None:
-                size = _allreduce_bytes(states[members[0]], rows[members[0]][:n], facts)
-                if size is not None:
-                    ok = size > 0
-                    factor = 2 * (len(members) - 1) / len(members)
-                    sized[0] += float(size[ok].sum()) * factor
-                    sized[1] += float(durs.min(axis=0)[ok].sum()) / 1e9
-        row, error = _kind(kind, total, exposed, overlapped, skews, sized, facts)
+            size, factor = mine[0].size_bytes, bus_factor(kind, len(members), ranks, facts)
+            if size is not None and factor is None:
+                unsized.add(kind)
+            elif size is not None and factor is not None:
+                ok = size[:n] > 0
+                sized[0] += float(size[:n][ok].sum()) * factor
+                sized[1] += float(durs.min(axis=0)[ok].sum()) / 1e9
+                sources.add(mine[0].size_source or "")
+        row, error = _kind(kind, total, exposed, overlapped, skews, sized, facts, sources)
         per_kind.append(row)
         evidence += [error] if error else []
     if not per_kind:
         return None
-    clocks = sorted({s.trace.clock for s in states})
+    if unsized:
+        evidence.append(
+            f"{', '.join(sorted(unsized))}: message sizes known but not the communicator's "
+            "size (neither the layout nor a complete set of ranks says it): no bus bandwidth"
+        )
+    clocks = sorted({r.result.clock for r in ranks})
     evidence.append(f"cross-rank matching assumes the ranks' clocks agree ({', '.join(clocks)})")
     waits = [
-        RankWait(s.trace.id.label, wait[i], last[i])
-        for i, s in enumerate(states)
+        RankWait(r.result.label, wait[i], last[i])
+        for i, r in enumerate(ranks)
         if wait[i] or last[i]
     ]
     return Collectives(kinds=per_kind, waits=waits, evidence=evidence)
 
 
-def _exposure(states: Sequence[RankState], kind: str) -> tuple[int, int]:
-    level = LEVELS.index(kind)
-    exposed = overlapped = 0
-    for s in states:
-        if s.attribution is None:
-            continue
-        part = s.attribution.partition
-        exposed += int(part.exclusive_ns[level])
-        overlapped += int(part.active_ns[level] - part.exclusive_ns[level])
-    return exposed, overlapped
-
-
-def _allreduce_bytes(
-    state: RankState, rows: npt.NDArray[np.intp], facts: RunFacts
-) -> npt.NDArray[np.float64] | None:
-    """Per call: tokens · hidden · dtype bytes when its step holds the TP all-reduces, else 0."""
-    m, steps = facts.model, state.steps
-    if m is None or not steps or facts.layout.tp < 2:
+def bus_factor(
+    kind: str, members: int, ranks: Sequence[RankDigest], facts: RunFacts | None
+) -> float | None:
+    """NCCL's bus-bandwidth factor for ``kind`` over a communicator of n ranks (nccl-tests'
+    PERFORMANCE.md): all-reduce 2 (n − 1) / n; all-gather, reduce-scatter and all-to-all
+    (n − 1) / n; p2p and others (broadcast) 1. n is the layout's TP degree for TP groups,
+    else the matched ranks when the traces hold the whole world; None when unknown."""
+    if kind in ("p2p", "other_collective"):
+        return 1.0
+    n: int | None = None
+    if facts is not None and facts.layout.tp > 1:
+        n = facts.layout.tp
+    else:
+        worlds = {r.identity.world_size for r in ranks}
+        if worlds == {len(ranks)}:
+            n = members
+    if n is None or n < 2:
         return None
-    ev: Events = state.trace.events
-    shard = facts.shard(state.trace.id)
-    expected = 2 * shard.layers(m.layers) + (1 if shard.stage == 0 else 0)
-    device = state.attribution.device if state.attribution is not None else "cpu"
-    starts, ends = step_windows(ev, steps, device)
-    at = np.searchsorted(starts, ev.start_ns[rows], side="right") - 1
-    inside = (at >= 0) & (ev.start_ns[rows] < ends[np.clip(at, 0, None)])
-    per_step = np.bincount(at[inside], minlength=len(steps))
-    tokens = np.array([s.context_tokens + s.generation_tokens for s in steps], dtype=np.float64)
-    size = np.zeros(len(rows), dtype=np.float64)
-    good = inside & (per_step[np.clip(at, 0, None)] == expected)
-    size[good] = tokens[at[good]] * m.hidden * m.dtype_bytes
-    return size if good.any() else None
+    return 2 * (n - 1) / n if kind == "all_reduce" else (n - 1) / n
 
 
 def _kind(
@@ -162,13 +130,15 @@ def _kind(
     skews: list[int],
     sized: list[float],
     facts: RunFacts | None,
+    sources: set[str],
 ) -> tuple[CollectiveKind, str | None]:
     bus = sized[0] / sized[1] if sized[1] > 0 else None
     peak = facts.spec.interconnect if facts is not None and facts.spec is not None else None
     pct = 100 * bus / peak if bus is not None and peak else None
     error = (
-        f"{kind}: modelled bus bandwidth is {pct:.0f}% of the interconnect peak: a model "
-        "error (message sizes or the peak are wrong), not a measurement"
+        f"{kind}: bus bandwidth from {'; '.join(sorted(sources))} is {pct:.0f}% of the "
+        "interconnect peak: a model error (message sizes or the peak are wrong), not a "
+        "measurement"
         if pct is not None and pct > 100
         else None
     )
@@ -182,6 +152,6 @@ def _kind(
         skew_max_ns=int(max(skews)) if skews else 0,
         bus_bandwidth=bus if pct is None or pct <= 100 else None,
         bus_bandwidth_pct=round(pct, 3) if pct is not None and pct <= 100 else None,
-        size_source="model config + step tokens" if bus is not None else None,
+        size_source="; ".join(sorted(sources)) if bus is not None else None,
     )
     return row, error

@@ -83,12 +83,10 @@ def _trace_files(folder: Path) -> tuple[list[Path], tuple[str, ...]]:
 def _discover_run(run: Path) -> Discovered:
     manifest = rundir.read_manifest(run)
     traces = run / rundir.TRACES
-    by_file = {entry.file: entry for entry in manifest.ranks}
+    fields = manifest_fields(manifest)
     files, skipped = _trace_files(traces) if traces.is_dir() else ([], ())
     present = {p.name for p in files}
-    notes = [
-        f"manifest lists {name} but the file is missing" for name in by_file if name not in present
-    ]
+    notes = [missing_note(name) for name in fields if name not in present]
     notes += skipped
     if manifest.status != "complete":
         notes.append(
@@ -97,14 +95,22 @@ def _discover_run(run: Path) -> Discovered:
         )
     if not files:
         raise TracekitError(traces, "run directory holds no trace files")
-    manifest_fields = {}
-    for name, entry in by_file.items():
-        fields = {
+    found = _from_files(run, files, manifest, fields)
+    return Discovered(run, found.files, manifest, tuple(notes) + found.notes, run_dir=run)
+
+
+def manifest_fields(manifest: Manifest) -> dict[str, dict[str, int]]:
+    """Per trace file the manifest lists: the rank fields it gives."""
+    return {
+        entry.file: {
             k: v for k in ("rank", "dp", "pp", "tp", "ep") if (v := getattr(entry, k)) is not None
         }
-        manifest_fields[name] = fields
-    found = _from_files(run, files, manifest, manifest_fields)
-    return Discovered(run, found.files, manifest, tuple(notes) + found.notes, run_dir=run)
+        for entry in manifest.ranks
+    }
+
+
+def missing_note(name: str) -> str:
+    return f"manifest lists {name} but the file is missing"
 
 
 def _from_files(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +39,13 @@ def load(path: str | Path, progress: Progress | None = None, jobs: int | None = 
             continue
         # An nsys export holds one rank per active (device, process) pair: the file name
         # names a rank only when the export holds just one.
-        ranks += [_rank_trace(file, p, names, alone=len(parsed) == 1) for p in parsed]
+        ranks += [rank_trace(file, p, names, alone=len(parsed) == 1) for p in parsed]
     if not ranks:
         raise failures[0]
     ranks = _settle_identities(ranks)
     warnings = list(found.notes)
     warnings += [f"rank trace unreadable, analysed without it: {exc}" for exc in failures]
-    warnings += _missing_ranks(ranks)
+    warnings += missing_ranks([r.id for r in ranks])
     manifest = msgspec.to_builtins(found.manifest) if found.manifest else None
     return Trace(
         str(found.source),
@@ -55,9 +57,11 @@ def load(path: str | Path, progress: Progress | None = None, jobs: int | None = 
     )
 
 
-def _rank_trace(
+def rank_trace(
     file: TraceFile, parsed: ParsedTrace, names: NameTable, alone: bool = True
 ) -> RankTrace:
+    """One parsed rank: names interned into ``names``, its identity from what the file
+    says (``alone``: the file holds just this rank, so its name may name it)."""
     mapping = names.intern_all(parsed.names)
     events = parsed.events.remap_names(mapping)
     device_rows = np.isin(events.kind, DEVICE_KINDS)
@@ -113,48 +117,51 @@ def _identity(file: TraceFile, dist: dict[str, Any] | None) -> RankId:
 
 
 def _settle_identities(ranks: list[RankTrace]) -> list[RankTrace]:
-    """Ranks without any identity are numbered in file order; duplicates are an error."""
-    anonymous = [r for r in ranks if all(v is None for v in r.id.key)]
+    ids, order = settle_identities([(r.id, r.path) for r in ranks])
+    return [replace(ranks[i], id=ids[i]) for i in order]
+
+
+def settle_identities(ranks: Sequence[tuple[RankId, str]]) -> tuple[list[RankId], list[int]]:
+    """Each rank's final identity, and the rank order (dp, pp, tp, ep, rank).
+
+    Ranks without any identity are numbered in file order; duplicates are an error."""
+    ids = [identity for identity, _ in ranks]
+    anonymous = [i for i, r in enumerate(ids) if all(v is None for v in r.key)]
     if anonymous:
-        taken = {r.id.rank for r in ranks if r.id.rank is not None}
-        free = (n for n in range(len(ranks) * 2 + 1) if n not in taken)
-        renamed = {
-            id(r): msgspec.structs.replace(
-                r.id,
+        taken = {r.rank for r in ids if r.rank is not None}
+        free = (n for n in range(len(ids) * 2 + 1) if n not in taken)
+        for i in anonymous:
+            source = ids[i].source
+            ids[i] = msgspec.structs.replace(
+                ids[i],
                 rank=next(free),
-                source="file order" if r.id.source == "none" else f"file order, {r.id.source}",
+                source="file order" if source == "none" else f"file order, {source}",
             )
-            for r in anonymous
-        }
-        ranks = [_with_id(r, renamed[id(r)]) if id(r) in renamed else r for r in ranks]
-    seen: dict[tuple[int | None, ...], RankTrace] = {}
-    for rank in ranks:
-        other = seen.setdefault(rank.id.key, rank)
-        if other is not rank:
+    seen: dict[tuple[int | None, ...], int] = {}
+    for i, identity in enumerate(ids):
+        other = seen.setdefault(identity.key, i)
+        if other != i:
             raise TracekitError(
-                rank.path, f"duplicate rank identity {rank.id.label} (also {other.path})"
+                ranks[i][1], f"duplicate rank identity {identity.label} (also {ranks[other][1]})"
             )
-    return sorted(
-        ranks,
-        key=lambda r: tuple(
-            -1 if v is None else v for v in (r.id.dp, r.id.pp, r.id.tp, r.id.ep, r.id.rank)
+    order = sorted(
+        range(len(ids)),
+        key=lambda i: tuple(
+            -1 if v is None else v
+            for v in (ids[i].dp, ids[i].pp, ids[i].tp, ids[i].ep, ids[i].rank)
         ),
     )
+    return ids, order
 
 
-def _with_id(rank: RankTrace, new_id: RankId) -> RankTrace:
-    from dataclasses import replace
-
-    return replace(rank, id=new_id)
-
-
-def _missing_ranks(ranks: list[RankTrace]) -> list[str]:
-    worlds = {r.id.world_size for r in ranks if r.id.world_size}
+def missing_ranks(ids: Sequence[RankId]) -> list[str]:
+    """A warning when the ranks' world size says more ranks ran than are here."""
+    worlds = {r.world_size for r in ids if r.world_size}
     if len(worlds) == 1:
         world = worlds.pop()
-        if world is not None and len(ranks) < world:
+        if world is not None and len(ids) < world:
             return [
-                f"traces for {len(ranks)} of {world} ranks (world_size {world}); "
+                f"traces for {len(ids)} of {world} ranks (world_size {world}); "
                 "the others are missing"
             ]
     return []

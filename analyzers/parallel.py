@@ -1,9 +1,10 @@
-"""Parse many rank files at once: a process pool, results returned in file order.
+"""Work on many rank files at once: a process pool, results returned in file order.
 
-Per-rank parsing is independent and CPU-bound (JSON decoding holds the GIL), so ranks go
-to worker processes, each parsing one file at a time; the parent merges the results in
-file order, exactly as a sequential run would (names interned in the same order, the same
-warnings), so the Trace, and the Analysis built from it, are identical whatever ``jobs`` is.
+Per-rank work (parsing, and the per-rank stages: ``analyzers.rank_pool``) is independent and
+CPU-bound (JSON decoding holds the GIL), so files go to worker processes, one at a time each;
+the parent merges the results in file order, exactly as a sequential run would (names
+interned in the same order, the same warnings), so the result is identical whatever ``jobs``
+is.
 
 Workers are forked where this process runs a single thread, else started from a fork server
 that has imported the parsers once (a threaded parent, e.g. with a progress bar, is never
@@ -20,16 +21,19 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
+from typing import TypeVar
 
 from analyzers.kineto import ParsedTrace, parse_trace
 from analyzers.nsys import is_nsys, parse_nsys
 from tracekit.errors import TracekitError
 
+T = TypeVar("T")
+J = TypeVar("J")
 #: what parsing one file gives: its ranks, or the error that made it unreadable
 Outcome = list[ParsedTrace] | TracekitError
 #: progress(files done, total, the name of the file just finished or started)
 Progress = Callable[[int, int, str], None]
-_PRELOAD = ["analyzers.kineto", "analyzers.nsys", "numpy", "msgspec"]
+_PRELOAD = ["analyzers.pipeline", "analyzers.kineto", "analyzers.nsys", "numpy", "msgspec"]
 
 
 def parse_file(path: Path) -> list[ParsedTrace]:
@@ -37,9 +41,9 @@ def parse_file(path: Path) -> list[ParsedTrace]:
     return parse_nsys(path) if is_nsys(path) else [parse_trace(path)]
 
 
-def _worker(path: str) -> list[ParsedTrace] | tuple[str | None, str]:
+def _worker(fn: Callable[[J], T], job: J) -> T | tuple[str | None, str]:
     try:
-        return parse_file(Path(path))
+        return fn(job)
     except TracekitError as exc:  # its pickled form would lose (path, cause)
         return exc.path, exc.cause
 
@@ -56,19 +60,31 @@ def default_jobs(files: int) -> int:
 def parse_all(
     paths: Sequence[Path], jobs: int | None = None, progress: Progress | None = None
 ) -> list[Outcome]:
-    """Parse ``paths`` with ``jobs`` processes (None: ``default_jobs``); file order kept.
+    """Parse ``paths`` with ``jobs`` processes (None: ``default_jobs``); file order kept."""
+    return run_all(parse_file, paths, [p.name for p in paths], jobs, progress)
 
-    With one job or one file nothing is started: the files are parsed here, in order, and
-    the error of a lone file is raised rather than returned.
+
+def run_all(
+    fn: Callable[[J], T],
+    items: Sequence[J],
+    labels: Sequence[str],
+    jobs: int | None = None,
+    progress: Progress | None = None,
+) -> list[T | TracekitError]:
+    """``fn`` over ``items`` in ``jobs`` processes (None: ``default_jobs``); order kept.
+
+    ``fn`` must be picklable (a module-level function). A TracekitError an item raises
+    comes back as its outcome. With one job or one item nothing is started: the items run
+    here, in order, and the error of a lone item is raised rather than returned.
     """
-    total = len(paths)
+    total = len(items)
     jobs = default_jobs(total) if jobs is None else max(1, min(jobs, total))
     if jobs <= 1:
-        return _sequential(paths, progress)
-    outcomes: list[Outcome | None] = [None] * total
+        return _sequential(fn, items, labels, progress)
+    outcomes: list[T | TracekitError | None] = [None] * total
     with ProcessPoolExecutor(max_workers=jobs, mp_context=_context()) as pool:
-        futures = {pool.submit(_worker, str(p)): i for i, p in enumerate(paths)}
-        pending: set[Future[list[ParsedTrace] | tuple[str | None, str]]] = set(futures)
+        futures = {pool.submit(_worker, fn, item): i for i, item in enumerate(items)}
+        pending: set[Future[T | tuple[str | None, str]]] = set(futures)
         done_count = 0
         try:
             while pending:
@@ -81,7 +97,7 @@ def parse_all(
                     )
                     done_count += 1
                     if progress:
-                        progress(done_count, total, paths[index].name)
+                        progress(done_count, total, labels[index])
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
@@ -90,19 +106,21 @@ def parse_all(
     return [o for o in outcomes if o is not None]
 
 
-def _sequential(paths: Sequence[Path], progress: Progress | None) -> list[Outcome]:
-    outcomes: list[Outcome] = []
-    for done, path in enumerate(paths):
+def _sequential(
+    fn: Callable[[J], T], items: Sequence[J], labels: Sequence[str], progress: Progress | None
+) -> list[T | TracekitError]:
+    outcomes: list[T | TracekitError] = []
+    for done, item in enumerate(items):
         if progress:
-            progress(done, len(paths), path.name)
+            progress(done, len(items), labels[done])
         try:
-            outcomes.append(parse_file(path))
+            outcomes.append(fn(item))
         except TracekitError as exc:
-            if len(paths) == 1:
+            if len(items) == 1:
                 raise
             outcomes.append(exc)
     if progress:
-        progress(len(paths), len(paths), "")
+        progress(len(items), len(items), "")
     return outcomes
 
 

@@ -67,17 +67,43 @@ def main(verbose: int) -> None:
     "--jobs",
     type=click.IntRange(min=1),
     default=None,
-    help="Processes parsing rank files at once (default: one per core, at most one "
-    "per file; 1: no pool).",
+    help="Ranks analysed at once in worker processes, parsing and per-rank stages "
+    "(default: one per core, at most one per file; 1: no pool).",
+)
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="",
+    default=None,
+    metavar="[ADDRESS]",
+    help="Analyse each rank as a Ray task, on the node holding its trace (needs "
+    "tracekit[ray]). ADDRESS joins a cluster (auto, host:port, ray://...); without it a "
+    "local Ray instance runs for the analysis.",
 )
 @guarded
-def analyze(path: Path, as_json: bool, top: int, width: int | None, jobs: int | None) -> None:
+def analyze(
+    path: Path,
+    as_json: bool,
+    top: int,
+    width: int | None,
+    jobs: int | None,
+    ray_address: str | None,
+) -> None:
     """Analyse a trace file, a folder of per-rank traces, or a run directory."""
-    from analyzers.pipeline import analyze as run_analysis
     from tracekit.progress import progress_bar
 
+    if ray_address is not None and jobs is not None:
+        raise click.UsageError("--ray and --jobs do not combine: Ray schedules the ranks")
     with progress_bar(enabled=sys.stderr.isatty()) as progress:
-        analysis = run_analysis(path, progress=progress, jobs=jobs)
+        if ray_address is None:
+            from analyzers.pipeline import analyze as run_analysis
+
+            analysis = run_analysis(path, progress=progress, jobs=jobs)
+        else:
+            from analyzers.ray_engine import analyze_ray
+
+            analysis = analyze_ray(path, ray_address or None, progress=progress)
     if as_json:
         from tracekit.render.json import render as render_json
 

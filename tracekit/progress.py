@@ -1,4 +1,4 @@
-"""A rich progress bar for long parses, shown on stderr only when it is a terminal."""
+"""A rich progress bar for long analyses, shown on stderr only when it is a terminal."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def progress_bar(enabled: bool) -> Iterator[Callable[[int, int, str], None] | No
     )
 
     with Progress(
-        TextColumn("parsing {task.description}"),
+        TextColumn("analysing {task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),

@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from analyzers.classify import LEVELS
-from analyzers.pipeline import RankState, assemble, rank_states, run_facts, run_stages
+from analyzers.facts import run_facts
+from analyzers.pipeline import RankState, assemble, rank_states, run_stages
 from tracekit.analysis import RankResult, Regime
 from tracekit.buckets import BUCKETS
 from tracekit.export.flows import FlowPlan, plan_flows

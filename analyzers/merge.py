@@ -1,0 +1,126 @@
+"""The run-level Analysis from every rank's digest: reports across ranks and the verdict."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from analyzers.bubbles import bubbles, moe_report
+from analyzers.collectives import collectives
+from analyzers.digest import RankDigest, RunInfo
+from analyzers.engine_steps import engine_stats
+from analyzers.kv_stall import kv_report
+from analyzers.regime import Reports, verdict
+from analyzers.roofline import RunFacts
+from tracekit import __version__
+from tracekit.analysis import ROOFLINE, Analysis, RankResult, StepStats, check_invariant
+
+COMPUTE_HBM_BASIS = (
+    "name prior: the rule table in analyzers/rules.py (GEMM and prefill "
+    "attention = compute; decode attention, norms, elementwise, copies = HBM)"
+)
+STEP_BASIS = (
+    "roofline (model config + step tokens) inside engine steps on {ranks}: each step's "
+    "FLOPs / bytes against the ridge point"
+)
+OPS_BASIS = (
+    "per op call from trace shapes on {ranks} (taking precedence): each call's FLOPs / bytes"
+)
+
+
+def merge(run: RunInfo, digests: Sequence[RankDigest], facts: RunFacts) -> Analysis:
+    """The run-level Analysis from every rank's digest, in rank order."""
+    results = [d.result for d in digests]
+    warnings = list(run.warnings)
+    for rank in results:
+        warnings += [f"{rank.label}: {n} {why}" for why, n in rank.ignored.items()]
+    if facts.model is not None and facts.spec is None and facts.spec_note:
+        warnings.append(f"roofline not applied: {facts.spec_note}")
+    engine = engine_stats(facts.records)
+    basis = compute_hbm_basis(results, facts)
+    lay = facts.layout
+    reports = Reports(
+        kv=kv_report(facts, results),
+        collectives=collectives(digests, facts),
+        bubbles=bubbles(digests, lay.pp),
+        moe=moe_report(results, facts.model),
+        step_stats=step_stats(results),
+        layout={"dp": facts.dp, "tp": lay.tp, "pp": lay.pp, "ep": lay.ep},
+        moe_model=bool(facts.model and facts.model.experts),
+    )
+    analysis = Analysis(
+        tracekit_version=__version__,
+        source=run.source,
+        run_dir=run.run_dir,
+        device="gpu" if any(r.device == "gpu" for r in results) else "cpu",
+        compute_hbm_basis=basis,
+        ranks=results,
+        step_stats=list(reports.step_stats),
+        regime=verdict(results, basis, engine, reports),
+        warnings=warnings,
+        engine=engine,
+        manifest=run.manifest,
+        hardware=facts.spec,
+        kv=reports.kv,
+        collectives=reports.collectives,
+        bubbles=reports.bubbles,
+        moe=reports.moe,
+    )
+    check_invariant(analysis, run.source)
+    return analysis
+
+
+def compute_hbm_basis(results: Sequence[RankResult], facts: RunFacts) -> str:
+    """Which basis each rank's compute vs HBM split used, in one sentence."""
+    stepped = [r.label for r in results if r.compute_hbm_basis == ROOFLINE]
+    shaped = [r.label for r in results if r.roofline is not None and r.roofline.ops]
+    spec = facts.spec
+    if not (stepped or shaped) or spec is None:
+        reason = (
+            facts.spec_note or "no model config in the input"
+            if facts.model is None
+            else facts.spec_note or "no engine step with tokens in the trace"
+        )
+        return f"{COMPUTE_HBM_BASIS}; no roofline: {reason}"
+
+    def which(labels: list[str]) -> str:
+        return "all ranks" if len(labels) == len(results) else ", ".join(labels)
+
+    parts = [STEP_BASIS.format(ranks=which(stepped))] if stepped else []
+    parts += [OPS_BASIS.format(ranks=which(shaped))] if shaped else []
+    return (
+        f"{'; '.join(parts)}; against {spec.name} ({spec.ridge:.1f} FLOP/byte, {spec.source}); "
+        "outside modelled steps and costed ops and for unclassified ops the " + COMPUTE_HBM_BASIS
+    )
+
+
+def step_stats(ranks: Sequence[RankResult]) -> list[StepStats]:
+    """Steps of one annotating rank per DP replica (TP/PP ranks repeat the same steps)."""
+    chosen: dict[int | None, RankResult] = {}
+    for rank in ranks:
+        if rank.steps:
+            chosen.setdefault(rank.identity.dp, rank)
+    steps = [s for r in chosen.values() for s in r.steps]
+    if not steps:
+        return []
+    out = []
+    for kind in ("prefill", "decode", "mixed", "all"):
+        group = [s for s in steps if kind in ("all", s.kind)]
+        if not group:
+            continue
+        durs = np.array([s.dur_ns for s in group], dtype=np.int64)
+        out.append(
+            StepStats(
+                kind=kind,
+                count=len(group),
+                context_tokens=sum(s.context_tokens for s in group),
+                generation_tokens=sum(s.generation_tokens for s in group),
+                total_ns=int(durs.sum()),
+                mean_ns=int(durs.mean()),
+                p50_ns=int(np.percentile(durs, 50, method="inverted_cdf")),
+                p90_ns=int(np.percentile(durs, 90, method="inverted_cdf")),
+                max_ns=int(durs.max()),
+            )
+        )
+    return out

@@ -1,0 +1,171 @@
+"""Analyse each rank where it is parsed: per-rank stages in worker processes (or Ray tasks).
+
+A worker gets one trace file and what the run directory says (``RankJob``), parses it,
+runs the per-rank stages and sends back each rank's digest (``analyzers.digest``): the
+events never leave the worker, so the parent holds a few kilobytes per rank whatever the
+traces' size. Two things depend on every rank, and are settled in the parent afterwards:
+
+* **identities**: ranks that name themselves nowhere are numbered in file order, and
+  duplicates are an error (``loader.settle_identities``); the stages read only a rank's dp
+  and pp, which settling never changes, so a digest takes its final identity as it is;
+* **device peaks**: the run is judged against the first device the spec table knows, in rank
+  order. A worker judges its rank by its own devices; where that differs from the run's
+  choice (a rank without device names, mixed devices), its file is analysed again with the
+  run's peaks. Every rank therefore ends exactly as the sequential ``analyze_trace`` leaves
+  it, and the merged Analysis is the same (tested equal).
+
+``run_ranks`` drives it with any executor: a process pool here, Ray tasks in
+``analyzers.ray_engine``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from analyzers.digest import RankDigest, RunInfo
+from analyzers.discover import Discovered, TraceFile, discover
+from analyzers.facts import device_spec, manifest_facts
+from analyzers.loader import missing_ranks, rank_trace, settle_identities
+from analyzers.merge import merge
+from analyzers.parallel import Progress, parse_file, run_all
+from analyzers.pipeline import RANK_STAGES, RankState, Stage, rank_digest, run_stages
+from analyzers.roofline import RunFacts
+from tracekit.analysis import Analysis
+from tracekit.errors import TracekitError
+from tracekit.hardware import DeviceSpec
+from tracekit.model import NameTable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RankJob:
+    """One trace file to analyse, with what the run directory says."""
+
+    file: TraceFile
+    facts: RunFacts  # without device peaks unless ``fixed_spec``
+    manifest: dict[str, Any] | None
+    stages: tuple[Stage, ...] = RANK_STAGES
+    fixed_spec: bool = False  # judge against ``facts.spec`` rather than the rank's devices
+
+
+@dataclass(frozen=True)
+class RankOut:
+    """One rank of a file, analysed, with what the parent settles across ranks."""
+
+    digest: RankDigest
+    has_device: bool
+    device_names: tuple[str, ...]
+    spec: DeviceSpec | None  # the peaks its stages used
+    spec_note: str
+
+
+#: runs ``analyze_file`` over jobs, in job order: a file's ranks, or why it is unreadable
+Executor = Callable[[Sequence[RankJob], Progress | None], list[list[RankOut] | TracekitError]]
+
+
+def analyze_file(job: RankJob) -> list[RankOut]:
+    """Parse one file and run the per-rank stages on each of its ranks."""
+    parsed = parse_file(job.file.path)
+    names = NameTable()
+    outs = []
+    for one in parsed:
+        rank = rank_trace(job.file, one, names, alone=len(parsed) == 1)
+        facts = job.facts
+        if not job.fixed_spec:
+            spec, note = device_spec(rank.has_device, rank.device_names, facts.model, job.manifest)
+            facts = replace(facts, spec=spec, spec_note=note)
+        state = run_stages(RankState(rank, names, facts=facts), job.stages)
+        outs.append(
+            RankOut(
+                rank_digest(state, facts),
+                rank.has_device,
+                rank.device_names,
+                facts.spec,
+                facts.spec_note,
+            )
+        )
+    return outs
+
+
+def pool_executor(jobs: int | None) -> Executor:
+    """Worker processes (None: one per core, capped by the files; 1: this process)."""
+
+    def run(
+        items: Sequence[RankJob], progress: Progress | None
+    ) -> list[list[RankOut] | TracekitError]:
+        return run_all(analyze_file, items, [j.file.path.name for j in items], jobs, progress)
+
+    return run
+
+
+def analyze_pooled(
+    path: str | Path,
+    progress: Progress | None = None,
+    stages: Sequence[Stage] = RANK_STAGES,
+    jobs: int | None = None,
+) -> Analysis:
+    """``analyze`` with each rank's stages in a process pool of ``jobs`` workers."""
+    return run_ranks(discover(Path(path)), pool_executor(jobs), progress, stages)
+
+
+def run_ranks(
+    found: Discovered,
+    execute: Executor,
+    progress: Progress | None = None,
+    stages: Sequence[Stage] = RANK_STAGES,
+    facts: RunFacts | None = None,
+    manifest: dict[str, Any] | None = None,
+) -> Analysis:
+    """Analyse every discovered file with ``execute`` and merge the ranks into one run.
+
+    ``facts``, ``manifest``: what the run directory says, where it was read elsewhere
+    (another node)."""
+    if manifest is None and found.manifest is not None:
+        manifest = msgspec.to_builtins(found.manifest)
+    run_dir = str(found.run_dir) if found.run_dir else None
+    facts = facts if facts is not None else manifest_facts(run_dir, manifest)
+    jobs = [RankJob(f, facts, manifest, tuple(stages)) for f in found.files]
+    outcomes = execute(jobs, progress)
+    failures = [o for o in outcomes if isinstance(o, TracekitError)]
+    for failure in failures:
+        log.warning("%s", failure)
+    by_file = [(i, o) for i, o in enumerate(outcomes) if not isinstance(o, TracekitError)]
+    if not by_file:
+        raise failures[0]
+    ranks = [(i, out) for i, outs in by_file for out in outs]
+    ids, order = settle_identities([(o.digest.identity, o.digest.result.path) for _, o in ranks])
+    spec, note = device_spec(
+        any(ranks[k][1].has_device for k in order),
+        [n for k in order for n in ranks[k][1].device_names],
+        facts.model,
+        manifest,
+    )
+    facts = replace(facts, spec=spec, spec_note=note)
+    redo = sorted({i for i, o in ranks if (o.spec, o.spec_note) != (spec, note)})
+    if redo:
+        again = execute([replace(jobs[i], facts=facts, fixed_spec=True) for i in redo], None)
+        fresh = dict(zip(redo, again, strict=True))
+        ranks = [
+            (i, out)
+            for i, outs in by_file
+            for out in _outs(fresh.get(i, outs))  # a file that read once reads again
+        ]
+    digests = [ranks[k][1].digest.with_identity(ids[k]) for k in order]
+    warnings = list(found.notes)
+    warnings += [f"rank trace unreadable, analysed without it: {exc}" for exc in failures]
+    warnings += missing_ranks(ids)
+    info = RunInfo(str(found.source), run_dir, manifest, tuple(warnings))
+    return merge(info, digests, facts)
+
+
+def _outs(outcome: list[RankOut] | TracekitError) -> list[RankOut]:
+    if isinstance(outcome, TracekitError):
+        raise outcome
+    return outcome

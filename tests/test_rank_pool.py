@@ -1,0 +1,115 @@
+"""Per-rank stages in worker processes give the Analysis of the sequential run, exactly."""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from analyzers.discover import discover
+from analyzers.facts import manifest_facts
+from analyzers.loader import load
+from analyzers.parallel import Progress
+from analyzers.pipeline import analyze, analyze_trace
+from analyzers.rank_pool import RankJob, pool_executor, run_ranks
+from tests.builders import cpu_op, write_trace
+from tests.conftest import REPO
+from tests.test_parallel import _make_large_trace, _ranks
+from tests.test_roofline import H100, gpu_run
+from tracekit import rundir
+from tracekit.analysis import ROOFLINE, Analysis, to_json
+from tracekit.errors import TracekitError
+
+
+def sequential(path: Path) -> bytes:
+    """The reference: load everything here, run the stages rank by rank, merge."""
+    return to_json(analyze_trace(load(path, jobs=1)))
+
+
+def test_stages_in_the_pool_equal_the_sequential_analysis(tmp_path: Path) -> None:
+    folder = _ranks(tmp_path / "run", 5)
+    (folder / "rank-9.json.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")  # one unreadable
+    pooled = analyze(folder, jobs=2)
+    assert any("rank-9.json.gz" in w for w in pooled.warnings)
+    assert to_json(pooled) == sequential(folder)
+    assert to_json(analyze(folder, jobs=1)) == sequential(folder)
+
+
+@pytest.mark.parametrize("run", ["vllm_cpu_tp2", "vllm_cpu_pp2", "vllm_cpu_moe_tp2"])
+def test_real_vllm_runs_pooled_equal_sequential(run: str) -> None:
+    path = REPO / "sample_traces" / run
+    analysis = analyze(path, jobs=2)
+    assert to_json(analysis) == sequential(path)
+    assert analysis.collectives is not None  # cross-rank reports built from the digests
+
+
+def test_eight_real_ranks_pooled_equal_sequential(tmp_path: Path) -> None:
+    from tests.conftest import shared
+
+    _make_large_trace().make(shared("hta_2rank/rank-0.json.gz"), tmp_path / "r8", 1, ranks=8)
+    pooled = analyze(tmp_path / "r8", jobs=2)
+    assert [r.rank for r in pooled.ranks] == list(range(8))
+    assert to_json(pooled) == sequential(tmp_path / "r8")
+
+
+def test_anonymous_ranks_are_numbered_after_the_pool(tmp_path: Path) -> None:
+    for name in ("b.json", "a.json", "c.json"):  # no rank anywhere: file order numbers them
+        write_trace(tmp_path / name, [cpu_op(f"op {name}", 0, 10)], gz=False)
+    pooled = analyze(tmp_path, jobs=2)
+    assert [(r.rank, Path(r.path).name) for r in pooled.ranks] == [
+        (0, "a.json"),
+        (1, "b.json"),
+        (2, "c.json"),
+    ]
+    assert [r.identity.source for r in pooled.ranks] == ["file order"] * 3
+    assert to_json(pooled) == sequential(tmp_path)
+
+
+def test_duplicate_identities_are_an_error_in_the_pool(tmp_path: Path) -> None:
+    for name in ("x.json", "y.json"):
+        write_trace(tmp_path / name, [cpu_op("op", 0, 10)], rank=3, world=2, gz=False)
+    with pytest.raises(TracekitError, match="duplicate rank identity"):
+        analyze(tmp_path, jobs=2)
+
+
+def counting(calls: list[int], jobs: int) -> object:
+    inner = pool_executor(jobs)
+
+    def run(items: Sequence[RankJob], progress: Progress | None) -> list[object]:
+        calls.append(len(items))
+        return list(inner(items, progress))
+
+    return run
+
+
+def test_a_rank_without_device_names_is_analysed_again_with_the_runs_peaks(
+    tmp_path: Path,
+) -> None:
+    run = gpu_run(tmp_path, H100)  # rank 0 names its H100
+    traces = run / rundir.TRACES
+    second = traces / "dp0_pp0_tp1_rank1.pt.trace.json.gz"
+    (second).write_bytes((traces / "dp0_pp0_tp0_rank0.pt.trace.json.gz").read_bytes())
+    # the same events without deviceProperties: only the run's other rank says what GPU it is
+    from tests.test_roofline import gpu_events
+
+    write_trace(second, gpu_events(), base_ns=0)
+    calls: list[int] = []
+    pooled: Analysis = run_ranks(discover(run), counting(calls, 2))  # type: ignore[arg-type]
+    assert calls == [2, 1]  # both files, then the one judged against no peaks
+    assert [r.compute_hbm_basis for r in pooled.ranks] == [ROOFLINE, ROOFLINE]
+    assert pooled.hardware is not None and pooled.hardware.name == "H100 SXM"
+    assert to_json(pooled) == sequential(run)
+
+
+def test_what_a_worker_sends_back_is_small(tmp_path: Path) -> None:
+    """A digest carries the rank's result and a few columns, never the event table."""
+    from tests.conftest import shared
+
+    source = shared("hta_v100_allreduce/rank-1.json.gz")
+    found = discover(source)
+    (outs,) = pool_executor(1)([RankJob(found.files[0], manifest_facts(None, None), None)], None)
+    assert not isinstance(outs, TracekitError)
+    sent = len(pickle.dumps(outs))
+    assert sent < source.stat().st_size / 20, sent  # vs the gzip file: 216k events
