@@ -22,6 +22,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from analyzers.column_table import ColumnTable
 from analyzers.op_cost import dtype_size
 from analyzers.stream import BLOCK, Reader, check_value, decode_text
 from tracekit.errors import TracekitError
@@ -192,7 +193,7 @@ class _Builder:
         self.cats: dict[str, int] = {}
         self.ignored: dict[str, int] = {}
         dtypes = {k: _DTYPES.get(k, np.int64) for k in COLUMNS}
-        self.table = _Table(dtypes, optional=("shape_id", "msg_bytes"))
+        self.table = ColumnTable(dtypes, optional=("shape_id", "msg_bytes"))
         #: (name id, raw 'Input Dims' text, raw 'Input type' text) → raw shape id
         self.signatures: dict[tuple[int, bytes, bytes], int] = {}
 
@@ -335,40 +336,6 @@ class _Builder:
                 canonical[raw_id] = seen.setdefault(signature, len(seen))
         self.signatures = {}
         return ShapeTable(tuple(seen)), canonical
-
-
-class _Table:
-    """Columns appended chunk by chunk to arrays grown in place: a large array grows by
-    ``realloc`` (remapped, not copied), so no column is ever held twice while parsing.
-    An ``optional`` column is allocated when a chunk first holds it (earlier rows get
-    NO_VALUE); one never held is a read-only NO_VALUE view that takes no memory."""
-
-    def __init__(self, dtypes: dict[str, Any], optional: tuple[str, ...] = ()) -> None:
-        self.dtypes = dtypes
-        self.arrays = {k: np.empty(0, t) for k, t in dtypes.items() if k not in optional}
-        self.rows = 0
-
-    def append(self, columns: dict[str, np.ndarray]) -> None:
-        end = self.rows + len(columns["start_ns"])
-        capacity = len(self.arrays["start_ns"])
-        if end > capacity:
-            capacity = max(end, capacity * 3 // 2, 1 << 16)
-            for array in self.arrays.values():
-                array.resize(capacity, refcheck=False)
-        for key, values in columns.items():
-            if key not in self.arrays:
-                self.arrays[key] = np.full(capacity, NO_VALUE, dtype=self.dtypes[key])
-            self.arrays[key][self.rows : end] = values
-        self.rows = end
-
-    def finish(self) -> dict[str, np.ndarray]:
-        for array in self.arrays.values():
-            array.resize(self.rows, refcheck=False)
-        arrays, self.arrays = self.arrays, {}
-        for key, dtype in self.dtypes.items():
-            if key not in arrays:
-                arrays[key] = np.broadcast_to(np.array(NO_VALUE, dtype=dtype), (self.rows,))
-        return arrays
 
 
 _NAME, _CAT, _TS, _DUR = (attrgetter(k) for k in ("name", "cat", "ts", "dur"))

@@ -42,8 +42,10 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_analyze import DEFAULT_HTA_PY, HTA_SRC, cpu_model, tracekit_cmd
+from bench_analyze import DEFAULT_HTA_PY, HTA_SRC, tracekit_cmd
 from make_large_trace import DEFAULT_SOURCE
+
+from tracekit.hardware import this_cpu
 
 RSS_TARGET_MIB = 1536.0  # issue 6: a 2 GB trace within 1.5 GB
 SPEEDUP_TARGET = 5.0
@@ -336,7 +338,7 @@ def main() -> int:
             case.hta = runs.get((case.group, case.factor), Run(note="not in --hta-from"))
             case.hta.note = (case.hta.note + f" (from {args.hta_from.name})").strip()
     rows, checks = summary(cases)
-    machine = {"cpu": cpu_model(), "cores": os.cpu_count()}
+    machine = {"cpu": this_cpu(), "cores": os.cpu_count()}
     doc = {"machine": machine, "args": sys.argv[1:], "cases": [asdict(c) for c in cases]}
     text = json.dumps(doc | {"exponents": rows, "checks": checks}, indent=2)
     if args.save:

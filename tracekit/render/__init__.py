@@ -19,3 +19,8 @@ def text_console(width: int, colour: bool) -> tuple[Console, io.StringIO]:
         color_system="truecolor" if colour else None,
     )
     return console, buffer
+
+
+def ms(ns: int) -> str:
+    """Nanoseconds as milliseconds, two decimals."""
+    return f"{ns / 1e6:,.2f}"

@@ -19,7 +19,8 @@ from tracekit.analysis import (
     RankResult,
 )
 from tracekit.buckets import BUCKETS, COLLECTIVE
-from tracekit.render import text_console
+from tracekit.render import ms, text_console
+from tracekit.render.roofline import op_roofline_table, step_roofline_table
 
 COLOURS = {
     "compute": "green",
@@ -55,7 +56,7 @@ def render(analysis: Analysis, width: int = 120, colour: bool = False, top: int 
         console.print(_steps_table(analysis))
     if analysis.engine is not None:
         console.print(_engine(analysis.engine, analysis.kv.stalled_share if analysis.kv else None))
-    for table in (_roofline(analysis), _op_roofline(analysis)):
+    for table in (step_roofline_table(analysis), op_roofline_table(analysis)):
         if table is not None:
             console.print(table)
     if analysis.collectives is not None:
@@ -73,10 +74,6 @@ def render(analysis: Analysis, width: int = 120, colour: bool = False, top: int 
     for warning in analysis.warnings:
         console.print(Text(f"warning: {warning}", style="yellow"))
     return buffer.getvalue()
-
-
-def _ms(ns: int) -> str:
-    return f"{ns / 1e6:,.2f}"
 
 
 def _summary(a: Analysis) -> Text:
@@ -145,9 +142,9 @@ def _bucket_table(a: Analysis) -> Table:
         ]
         table.add_row(
             rank.label,
-            _ms(rank.window_ns),
+            ms(rank.window_ns),
             *shares,
-            _ms(rank.overlapped.get(COLLECTIVE, 0)),
+            ms(rank.overlapped.get(COLLECTIVE, 0)),
             _bar(rank),
         )
     table.caption = (
@@ -167,75 +164,6 @@ def _merge_ops(ops: list[OpTime]) -> list[OpTime]:
     return sorted(out, key=lambda o: (-o.total_ns, o.name, o.bucket))
 
 
-def _pct(value: float | None, error: str | None) -> str:
-    return "model error" if error else "-" if value is None else f"{value:.1f}"
-
-
-def _roofline(a: Analysis) -> Table | None:
-    ranks = [r for r in a.ranks if r.roofline is not None and r.roofline.kinds]
-    if not ranks:
-        return None
-    spec = a.hardware
-    table = Table(
-        title="Roofline per engine step (roofline (model config + step tokens) vs "
-        + (f"{spec.name}: {spec.source})" if spec else "peaks)"),
-        box=box.SIMPLE_HEAD,
-        title_justify="left",
-    )
-    for col in ("rank", "kind", "steps", "compute-bound", "FLOP/byte", "ridge", "FLOP/s %", "BW %"):
-        table.add_column(col, justify="left" if col in ("rank", "kind") else "right")
-    for r in ranks:
-        roof = r.roofline
-        assert roof is not None
-        for k in roof.kinds:
-            table.add_row(
-                r.label,
-                k.kind,
-                str(k.steps),
-                str(k.compute_steps),
-                f"{k.intensity:,.1f}",
-                f"{roof.ridge:,.1f}",
-                _pct(k.flops_pct, k.model_error),
-                _pct(k.bandwidth_pct, k.model_error),
-            )
-    table.caption = (
-        "achieved = modelled FLOPs (bytes) / step time, % of peak; above peak is a model "
-        "error, never a measurement"
-    )
-    return table
-
-
-def _op_roofline(a: Analysis) -> Table | None:
-    ranks = [r for r in a.ranks if r.roofline is not None and r.roofline.ops]
-    if not ranks:
-        return None
-    table = Table(
-        title="Roofline per op call (trace shapes: FLOPs / bytes from recorded input dims)",
-        box=box.SIMPLE_HEAD,
-        title_justify="left",
-    )
-    for col in ("rank", "kind", "calls", "compute-bound", "FLOP/byte", "ms", "FLOP/s %", "BW %"):
-        table.add_column(col, justify="left" if col in ("rank", "kind") else "right")
-    for r in ranks:
-        assert r.roofline is not None
-        for k in r.roofline.ops:
-            table.add_row(
-                r.label,
-                k.kind,
-                str(k.ops),
-                str(k.compute_ops),
-                f"{k.intensity:,.1f}",
-                _ms(k.time_ns),
-                _pct(k.flops_pct, k.model_error),
-                _pct(k.bandwidth_pct, k.model_error),
-            )
-    table.caption = (
-        "each call tree's outermost costed op; time = its kernels (GPU) or its span (CPU); "
-        "achieved = modelled / time, % of peak; above peak is a model error, never a measurement"
-    )
-    return table
-
-
 def _collectives(c: Collectives) -> Table:
     table = Table(
         title="Collectives (trace partition; i-th call matched across the ranks of a group)",
@@ -248,14 +176,14 @@ def _collectives(c: Collectives) -> Table:
         table.add_row(
             k.kind,
             str(k.calls),
-            _ms(k.exposed_ns),
-            _ms(k.overlapped_ns),
+            ms(k.exposed_ns),
+            ms(k.overlapped_ns),
             str(k.matched),
             f"{k.skew_mean_ns / 1e3:,.1f} / {k.skew_max_ns / 1e3:,.1f}" if k.matched else "-",
             f"{k.bus_bandwidth / 1e9:,.2f}" if k.bus_bandwidth is not None else "-",
         )
     waits = "; ".join(
-        f"{w.label} waited {_ms(w.wait_ns)} ms, last {w.last_arrivals}×" for w in c.waits
+        f"{w.label} waited {ms(w.wait_ns)} ms, last {w.last_arrivals}×" for w in c.waits
     )
     table.caption = "skew = mean / max of last − first arrival. " + waits
     return table
@@ -280,7 +208,7 @@ def _ops_table(a: Analysis, top: int) -> Table:
             op.family,
             Text(op.bucket, style=COLOURS[op.bucket]),
             str(op.count),
-            _ms(op.total_ns),
+            ms(op.total_ns),
         )
     roofline = any(r.compute_hbm_basis != NAME_PRIOR for r in a.ranks)
     table.caption = "bucket: " + (
@@ -298,7 +226,7 @@ def _unclassified(a: Analysis) -> Table | None:
         return None
     total = sum(r.families.get("unclassified", 0) for r in a.ranks)
     table = Table(
-        title=f"Unclassified names ({_ms(total)} ms counted under compute; no rule "
+        title=f"Unclassified names ({ms(total)} ms counted under compute; no rule "
         "in analyzers/rules.py names them)",
         box=box.SIMPLE_HEAD,
         title_justify="left",
@@ -307,7 +235,7 @@ def _unclassified(a: Analysis) -> Table | None:
     table.add_column("calls", justify="right")
     table.add_column("total ms", justify="right")
     for op in ops[:10]:
-        table.add_row(_short(op.name), str(op.count), _ms(op.total_ns))
+        table.add_row(_short(op.name), str(op.count), ms(op.total_ns))
     return table
 
 
@@ -335,11 +263,11 @@ def _steps_table(a: Analysis) -> Table:
             str(s.count),
             str(s.context_tokens),
             str(s.generation_tokens),
-            _ms(s.total_ns),
-            _ms(s.mean_ns),
-            _ms(s.p50_ns),
-            _ms(s.p90_ns),
-            _ms(s.max_ns),
+            ms(s.total_ns),
+            ms(s.mean_ns),
+            ms(s.p50_ns),
+            ms(s.p90_ns),
+            ms(s.max_ns),
         )
     return table
 
@@ -355,7 +283,7 @@ def _spark(values: list[float], top: float) -> str:
 def _engine(e: EngineStats, stalled: float | None) -> Table:
     table = Table(
         title=f"Scheduler and KV cache over time ({e.steps} engine steps, "
-        f"{e.engines} engine(s), {_ms(e.span_ns)} ms; peak per time bin)",
+        f"{e.engines} engine(s), {ms(e.span_ns)} ms; peak per time bin)",
         box=box.SIMPLE_HEAD,
         title_justify="left",
     )
