@@ -21,6 +21,8 @@ tracekit installed (the tasks import it).
 from __future__ import annotations
 
 import logging
+import re
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,6 +129,18 @@ def import_ray(path: str | Path) -> ModuleType:
     return ray
 
 
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """A ``host:port`` or ``ray://host:port`` address must accept a connection: Ray itself
+    retries an unreachable one for minutes before it gives up."""
+    match = re.fullmatch(r"(?:ray://)?\[?([^\[\]]+?)\]?:(\d+)", address)
+    if match is None:
+        return  # "auto" and the like: Ray resolves them and fails fast
+    try:
+        socket.create_connection((match[1], int(match[2])), timeout=timeout_s).close()
+    except OSError as exc:
+        raise TracekitError(address, f"cannot reach the Ray cluster: {exc}") from None
+
+
 def analyze_ray(
     path: str | Path,
     address: str | None = None,
@@ -136,6 +150,8 @@ def analyze_ray(
     """Analyse PATH with one Ray task per trace file (``address``: None starts a local Ray)."""
     ray = import_ray(path)
     started = not ray.is_initialized()
+    if started and address:
+        check_reachable(address)
     if started:
         try:
             ray.init(

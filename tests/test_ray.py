@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -98,3 +99,23 @@ def test_missing_ray_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray → ImportError
     with pytest.raises(TracekitError, match=INSTALL_HINT.replace("[", r"\[").replace("]", r"\]")):
         analyze_ray(SAMPLES / "vllm_cpu_tp2")
+
+
+def test_an_unreachable_cluster_is_a_one_line_error_at_once() -> None:
+    """Ray retries an address that refuses for minutes; tracekit checks it first."""
+    with socket.socket() as s:  # a port nothing listens on: bound, never listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        done = subprocess.run(
+            [TRACEKIT, "analyze", "--ray", f"127.0.0.1:{port}", str(SAMPLES / "vllm_cpu_tp2")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 2
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"tracekit: error: 127.0.0.1:{port}: cannot reach the Ray cluster:")
+    )
