@@ -11,17 +11,23 @@ Per layout DP × TP × PP (and, for MoE, EP over the DP × TP ranks of a stage, 
   workload asks for (or than ``max_num_seqs``) is capacity-bound: the capacity trap.
 * **decode round** (every running sequence makes one token): per PP stage, a micro-batch of
   B / PP sequences costs ``roofline.step_cost`` FLOPs and bytes, timed by the roofline
-  max(FLOPs / peak, bytes / bandwidth); prefill of the requests that finish in the round is
-  amortised into it the same way. TP all-reduces (two per layer; one with EP) cost
-  latency + 2 (TP − 1) / TP · message / link; EP dispatch + combine cost their latency +
-  message / link; PP stages hand activations on (latency + message / link), and the round
-  lasts PP × the slowest stage: the rest is bubble.
+  max(FLOPs / (peak · efficiency), bytes / (bandwidth · efficiency)), plus the rank's host
+  overhead per step (the engine core's scheduling overhead comes on top, once per round at
+  PP = 1, overlapped by the batch queue at PP > 1: ``Costs``); prefill of the requests
+  that finish in the round is amortised into it the same way. TP all-reduces (two per
+  layer; one with EP) cost latency + 2 (TP − 1) / TP · message / link; EP dispatch +
+  combine cost their latency + message / link; PP stages hand activations on (latency +
+  message / link), and the round lasts PP × the slowest stage (+ scheduling): the rest is
+  bubble.
 * **throughput per device** = B / round / (TP × PP); the regime is scored on the round's
   shares with the thresholds of ``tracekit.regimes`` (capacity: the share of the asked-for
   batch the KV cache cannot hold); layouts rank by throughput per device.
 
-Latencies and efficiencies are in ``Costs`` (what calibration fits); peaks come from
-``tracekit.hardware``.
+Latencies, efficiencies and the host overhead per step are in ``Costs`` (what
+``analyzers.calibrate`` fits to captured runs; a rank of a TP × PP > 1 replica runs at
+``model_parallel_efficiency`` of a single device's kernel efficiency); peaks come from
+``tracekit.hardware``. Where the engine fixes the KV cache (vLLM CPU), ``kv_cache_bytes``
+replaces the memory model's remainder.
 """
 
 from __future__ import annotations
@@ -48,10 +54,14 @@ from tracekit.regimes import CAPACITY, REGIME_RULES
 
 @dataclass(frozen=True)
 class Costs:
-    """The model's constants (defaults: roofline peaks; calibration refits them)."""
+    """The model's constants (defaults: roofline peaks; ``analyzers.calibrate`` refits them)."""
 
     flops_efficiency: float = 1.0
     hbm_efficiency: float = 1.0
+    # Kernel efficiency of a rank in a TP × PP > 1 replica relative to a single-device one
+    # (TP's sublinear scaling: smaller GEMMs per rank, fixed per-kernel time). 1.0 until
+    # calibration measures both kinds of run; no public figure fixes it for a given model.
+    model_parallel_efficiency: float = 1.0
     link_efficiency: float = 1.0
     # NCCL all-reduce of a small (decode) message on one NVLink node: ~20 µs (nccl-tests
     # all_reduce_perf latency at ≤1 MB, 8×H100); vLLM's custom all-reduce is faster at TP ≤ 8.
@@ -61,10 +71,24 @@ class Costs:
     # dispatch 77 µs, combine 114 µs: the sync across EP ranks dominates at decode sizes.
     dispatch_latency: float = 77e-6
     combine_latency: float = 114e-6
+    # Host time per engine step not hidden under device work (the host bucket); 0
+    # uncalibrated (the roofline counts none), calibration measures both parts:
+    # on each rank per step (input preparation, the model runner's Python), part of the stage
+    step_overhead: float = 0.0
+    # in the engine core per step (scheduling, output processing): serial with the step at
+    # PP = 1; at PP > 1 vLLM V1's batch queue (PP batches in flight) overlaps it with the
+    # other micro-batches, so a round lasts max(this + PP × stage, PP × this)
+    schedule_overhead: float = 0.0
+    # added to it for a TP × PP > 1 replica, which vLLM runs in worker processes (one device:
+    # in the engine core's own): the per-step IPC of scheduler output and results
+    multiprocess_overhead: float = 0.0
     gpu_memory_utilization: float = 0.9  # vLLM's default
     max_num_seqs: int = 256  # vLLM's default
     max_num_batched_tokens: int = 8192  # vLLM's default chunked-prefill budget
     runtime_overhead: float = 2 * GIB  # CUDA context, CUDA graphs, NCCL buffers per GPU
+    # KV-cache bytes per device where the engine fixes them (vLLM CPU: VLLM_CPU_KVCACHE_SPACE
+    # per rank, read from a run's blocks); None: what the device's memory leaves.
+    kv_cache_bytes: float | None = None
 
 
 @dataclass(frozen=True)
@@ -111,7 +135,7 @@ class Plan:
         return self.layouts[0] if self.layouts and self.layouts[0].feasible else None
 
 
-BUCKETS: Final = (b.COMPUTE, b.HBM, b.COLLECTIVE, b.MOE_ROUTING, b.BUBBLE)
+BUCKETS: Final = (b.COMPUTE, b.HBM, b.COLLECTIVE, b.MOE_ROUTING, b.BUBBLE, b.HOST)
 
 
 def layouts(gpus: int, moe: bool) -> list[Layout]:
@@ -130,16 +154,19 @@ def plan(
     spec: ModelSpec, gpu: DeviceSpec, gpus: int, work: Workload, costs: Costs = Costs()
 ) -> Plan:
     m = spec.config
-    rows = [_layout(spec, gpu, lay, work, costs) for lay in layouts(gpus, bool(m.experts))]
+    rows = [predict(spec, gpu, lay, work, costs) for lay in layouts(gpus, bool(m.experts))]
     ok = sorted((r for r in rows if r.feasible), key=lambda r: -r.per_device)
     bad = [r for r in rows if not r.feasible]
     notes = [
         work.describe() + f"; mean context {work.mean_context:,.0f} tokens",
-        f"{gpu.name}: {gpu.flops / 1e12:,.0f} TFLOP/s, {gpu.bandwidth / 1e12:.2f} TB/s, "
-        f"{(gpu.memory_bytes or 0) / GB:.0f} GB, link {(gpu.interconnect or 0) / GB:.0f} GB/s "
-        f"per direction ({gpu.source})",
+        f"{gpu.name}: {gpu.flops / 1e12:,.3g} TFLOP/s, {gpu.bandwidth / 1e12:.3g} TB/s, "
+        + (f"{gpu.memory_bytes / GB:.0f} GB" if gpu.memory_bytes else "no memory figure")
+        + (f", link {gpu.interconnect / GB:.0f} GB/s per direction" if gpu.interconnect else "")
+        + f" ({gpu.source})",
         f"weights {m.dtype_bytes} B/param, KV cache {spec.kv_dtype_bytes} B/element",
     ]
+    if costs.kv_cache_bytes is not None:
+        notes.append(f"KV cache fixed at {costs.kv_cache_bytes / GB:.2f} GB per device")
     if m.dtype_bytes == 1:
         notes.append("FLOP/s peak is dense BF16; FP8 GEMMs can run up to 2× faster")
     return Plan(spec.name, gpu.name, gpus, work, ok + bad, notes)
@@ -164,7 +191,10 @@ def _reject(lay: Layout, reason: str, w: float = 0.0, a: float = 0.0) -> LayoutP
     return LayoutPlan(lay, False, reason, w / GB, a / GB, 0.0, 0, 0, 0.0, 0.0, 0.0)
 
 
-def _layout(spec: ModelSpec, gpu: DeviceSpec, lay: Layout, work: Workload, c: Costs) -> LayoutPlan:
+def predict(
+    spec: ModelSpec, gpu: DeviceSpec, lay: Layout, work: Workload, c: Costs = Costs()
+) -> LayoutPlan:
+    """One layout's memory, capacity, decode round and regime (the module docstring)."""
     m = spec.config
     ep = lay.dp * lay.tp if lay.ep else 1
     if m.heads % lay.tp:
@@ -179,12 +209,14 @@ def _layout(spec: ModelSpec, gpu: DeviceSpec, lay: Layout, work: Workload, c: Co
     width = max(float(routed), m.intermediate / lay.tp)
     act = c.max_num_batched_tokens * (4 * m.hidden + 2 * width) * 2 + c.runtime_overhead
     usable = c.gpu_memory_utilization * (gpu.memory_bytes or 0)
-    kv = usable - weights - act
-    if kv <= 0:
+    fixed = c.kv_cache_bytes is not None
+    kv = c.kv_cache_bytes if c.kv_cache_bytes is not None else usable - weights - act
+    if kv <= 0 or (fixed and gpu.memory_bytes and weights + act + kv > usable):
+        held = f" + KV cache {kv / GB:.1f} GB" if fixed else ""
         return _reject(
             lay,
-            f"weights {weights / GB:,.1f} GB + activations {act / GB:.1f} GB per device exceed "
-            f"the {usable / GB:.0f} GB usable ({c.gpu_memory_utilization:g} × "
+            f"weights {weights / GB:,.1f} GB + activations {act / GB:.1f} GB{held} per device "
+            f"exceed the {usable / GB:.0f} GB usable ({c.gpu_memory_utilization:g} × "
             f"{(gpu.memory_bytes or 0) / GB:.0f} GB)",
             weights,
             act,
@@ -218,10 +250,52 @@ def _layout(spec: ModelSpec, gpu: DeviceSpec, lay: Layout, work: Workload, c: Co
     )  # fmt: skip
 
 
-def _roof(cost: StepCost, gpu: DeviceSpec, c: Costs) -> tuple[str, float]:
-    compute = cost.flops / (gpu.flops * c.flops_efficiency)
-    memory = cost.bytes / (gpu.bandwidth * c.hbm_efficiency)
+def _roof(cost: StepCost, gpu: DeviceSpec, c: Costs, scale: float = 1.0) -> tuple[str, float]:
+    """Roofline time at the efficiencies, ``scale`` = model-parallel efficiency (or 1)."""
+    compute = cost.flops / (gpu.flops * c.flops_efficiency * scale)
+    memory = cost.bytes / (gpu.bandwidth * c.hbm_efficiency * scale)
     return (b.COMPUTE, compute) if compute >= memory else (b.HBM, memory)
+
+
+def stage_time(
+    spec: ModelSpec,
+    gpu: DeviceSpec,
+    lay: Layout,
+    c: Costs,
+    s: Shard,
+    step: StepRow,
+    context: float,
+    routed: int | None = None,
+    tokens: float | None = None,
+) -> dict[str, float]:
+    """One engine step of PP stage ``s.stage`` (seconds per bucket, host overhead not
+    included): the roofline at the efficiencies, TP all-reduces, EP dispatch + combine and
+    the PP hand-off for ``tokens`` (default: the step's) activations."""
+    m = spec.config
+    ep = s.ep
+    link = (gpu.interconnect or gpu.bandwidth) * c.link_efficiency
+    scale = c.model_parallel_efficiency if lay.tp * lay.pp > 1 else 1.0
+    parts = dict.fromkeys(BUCKETS, 0.0)
+    kv_b = kv_bytes_per_token(m, s, spec.kv_dtype_bytes)
+    kind, t = _roof(step_cost(m, s, step, context, kv_b, routed), gpu, c, scale)
+    parts[kind] += t
+    layers = s.layers(m.layers)
+    moe_layers = layers * (1 - m.dense_layers / m.layers) if m.experts else 0.0
+    if tokens is None:
+        tokens = step.context_tokens + step.generation_tokens
+    msg = tokens * m.hidden * 2  # BF16 activations
+    if lay.tp > 1:
+        reduces = 2 * layers - (moe_layers if ep > 1 else 0)
+        each = c.allreduce_latency + 2 * (lay.tp - 1) / lay.tp * msg / link
+        parts[b.COLLECTIVE] += reduces * each
+    if ep > 1:
+        k = m.experts_per_token or 1
+        moved = 2 * k * msg * (ep - 1) / ep / link  # dispatch + combine
+        latency = c.dispatch_latency + c.combine_latency
+        parts[b.MOE_ROUTING] += moe_layers * (latency + moved)
+    if lay.pp > 1:
+        parts[b.BUBBLE] += c.p2p_latency + msg / link
+    return parts
 
 
 def _round(
@@ -235,8 +309,6 @@ def _round(
     ep: int,
 ) -> tuple[float, dict[str, float]]:
     """One decode round's length and its bucket time, averaged over the PP stages."""
-    m = spec.config
-    link = (gpu.interconnect or gpu.bandwidth) * c.link_efficiency
     micro = batch / lay.pp
     finished = micro / work.output  # requests whose prefill lands in each micro-batch step
     decode = StepRow(0, 0, 0, 0, math.ceil(micro), math.ceil(micro))
@@ -244,37 +316,25 @@ def _round(
     routed = math.ceil(micro) * lay.dp if ep > 1 else None
     stages: list[dict[str, float]] = []
     for s in shards:
-        kv_b = kv_bytes_per_token(m, s, spec.kv_dtype_bytes)
-        parts = dict.fromkeys(BUCKETS, 0.0)
-        dec = step_cost(m, s, decode, micro * work.mean_context, kv_b, routed)
-        kind, t = _roof(dec, gpu, c)
-        parts[kind] += t
-        pre = step_cost(m, s, prefill, 0.0, kv_b, work.prompt * lay.dp if ep > 1 else None)
-        kind, t = _roof(pre, gpu, c)
-        parts[kind] += finished * t
-        layers = s.layers(m.layers)
-        moe_layers = layers * (1 - m.dense_layers / m.layers) if m.experts else 0.0
-        for tokens, weight in ((micro, 1.0), (work.prompt, finished)):
-            msg = tokens * m.hidden * 2  # BF16 activations
-            if lay.tp > 1:
-                reduces = 2 * layers - (moe_layers if ep > 1 else 0)
-                each = c.allreduce_latency + 2 * (lay.tp - 1) / lay.tp * msg / link
-                parts[b.COLLECTIVE] += weight * reduces * each
-            if ep > 1:
-                k = m.experts_per_token or 1
-                moved = 2 * k * msg * (ep - 1) / ep / link  # dispatch + combine
-                latency = c.dispatch_latency + c.combine_latency
-                parts[b.MOE_ROUTING] += weight * moe_layers * (latency + moved)
-            if lay.pp > 1:
-                parts[b.BUBBLE] += weight * (c.p2p_latency + msg / link)
+        parts = stage_time(
+            spec, gpu, lay, c, s, decode, micro * work.mean_context, routed, tokens=micro
+        )
+        pre = stage_time(
+            spec, gpu, lay, c, s, prefill, 0.0, work.prompt * lay.dp if ep > 1 else None
+        )
+        for key, value in pre.items():
+            parts[key] += finished * value
+        parts[b.HOST] += c.step_overhead
         stages.append(parts)
     slowest = max(sum(p.values()) for p in stages)
-    round_s = lay.pp * slowest
-    # each stage works PP micro-batches per round and idles the rest (bubble): averaged over
-    # the stages, the buckets sum to the round
+    sched = c.schedule_overhead + (c.multiprocess_overhead if lay.tp * lay.pp > 1 else 0.0)
+    round_s = max(sched + lay.pp * slowest, lay.pp * sched)
+    # each stage works PP micro-batches per round, waits for the engine core (host) and
+    # idles the rest (bubble): averaged over the stages, the buckets sum to the round
     total = dict.fromkeys(BUCKETS, 0.0)
+    total[b.HOST] += sched
     for parts in stages:
         for key, value in parts.items():
             total[key] += value
-        total[b.BUBBLE] += (round_s - lay.pp * sum(parts.values())) / lay.pp
+        total[b.BUBBLE] += max(0.0, round_s - sched - lay.pp * sum(parts.values())) / lay.pp
     return round_s, total

@@ -50,6 +50,7 @@ from analyzers.attribute import (
 from analyzers.classify import FAMILY_LEVEL, UNCLASSIFIED_INDEX
 from analyzers.op_roofline import op_roofline, peak_errors
 from analyzers.steps import StepRow
+from analyzers.vllm_log import LogRecord
 from tracekit.analysis import (
     NAME_PRIOR,
     ROOFLINE,
@@ -260,11 +261,12 @@ def step_windows(events: Events, steps: Sequence[StepRow], device: str) -> tuple
     return starts, ends
 
 
-class _Context:
-    """C, the context tokens a step's decodes read: from KV usage in steps/, else prompts."""
+class DecodeContext:
+    """C, the context tokens a step's decodes read: from KV usage in steps/, else prompts
+    (vLLM's logged stats are one sample per interval, too coarse for a step's context)."""
 
     def __init__(self, facts: RunFacts, engine: int, steps: Sequence[StepRow]) -> None:
-        mine = [r for r in facts.records if r.engine == engine]
+        mine = [r for r in facts.records if r.engine == engine and not isinstance(r, LogRecord)]
         self.ts = [r.ts_ns for r in mine]
         self.records = mine
         self.capacity = (facts.usable_blocks or 0) * (facts.block_size or 0)
@@ -340,7 +342,7 @@ def _step_roofline(
     """Split compute vs HBM time inside modelled steps by each step's arithmetic intensity."""
     shard = facts.shard(identity)
     kv_b = facts.kv_bytes_per_token(shard) or 0
-    context = _Context(facts, identity.dp or 0, steps)
+    context = DecodeContext(facts, identity.dp or 0, steps)
     modelled = [i for i, s in enumerate(steps) if s.context_tokens + s.generation_tokens > 0]
     notes = [f"decode context: {context.source}"]
     if not modelled:

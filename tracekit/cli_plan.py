@@ -1,7 +1,8 @@
 """``tracekit plan``: predict every layout of N GPUs for a model and workload.
 
 Register on the main group with ``main.add_command(plan_command)``. The command turns its
-options into one library call (``analyzers.plan.plan``), then renders.
+options into library calls (``analyzers.calibrate.calibrate`` with ``--calibrate``, then
+``analyzers.plan.plan``), then renders.
 """
 
 from __future__ import annotations
@@ -10,9 +11,12 @@ import functools
 import shutil
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import click
+
+from tracekit.errors import TracekitError
 
 
 def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -28,44 +32,89 @@ def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @click.command("plan")
+@click.argument("runs", nargs=-1, type=click.Path())
+@click.option(
+    "--calibrate",
+    is_flag=True,
+    help="Fit the cost model's efficiencies and overheads to the captured RUNS (tracekit "
+    "run directories); model, device and workload default to what the runs say.",
+)
 @click.option(
     "--model",
     "model_name",
-    required=True,
+    default=None,
     help="A preset (Llama-3.1-8B, Llama-3.1-70B, Llama-3.1-405B, Llama-3.1-405B-FP8, "
     "Qwen2.5-32B, Mixtral-8x7B, DeepSeek-R1) or a HF config.json (or its folder).",
 )
-@click.option("--gpu", required=True, help="GPU name: H100, H200, A100, B200, MI300X, ...")
-@click.option("--gpus", required=True, type=click.IntRange(min=1), help="GPUs to lay out.")
+@click.option("--gpu", default=None, help="GPU name: H100, H200, A100, B200, MI300X, ...")
+@click.option("--gpus", default=None, type=click.IntRange(min=1), help="GPUs (devices) to lay out.")
 @click.option(
     "--workload",
     "workload_text",
-    default="reasoning",
-    show_default=True,
-    help="reasoning (1024 in / 16384 out), chat (1024 / 512) or IN:OUT[:CONCURRENCY].",
+    default=None,
+    help="reasoning (1024 in / 16384 out), chat (1024 / 512) or IN:OUT[:CONCURRENCY]; "
+    "default: reasoning, or the runs' with --calibrate.",
 )
+@click.option("-j", "--jobs", default=None, type=click.IntRange(min=1), help="Analysis processes.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON on stdout.")
 @click.option("--width", default=None, type=int, help="Report width (default: terminal).")
 @_guarded
 def plan_command(
-    model_name: str, gpu: str, gpus: int, workload_text: str, as_json: bool, width: int | None
+    runs: tuple[str, ...],
+    calibrate: bool,
+    model_name: str | None,
+    gpu: str | None,
+    gpus: int | None,
+    workload_text: str | None,
+    jobs: int | None,
+    as_json: bool,
+    width: int | None,
 ) -> None:
-    """Predict throughput, memory and regime for every DP×TP×PP(+EP) layout, ranked."""
+    """Predict throughput, memory and regime for every DP×TP×PP(+EP) layout, ranked.
+
+    With --calibrate RUN..., the cost model is first fitted to the captured runs and the
+    report states its prediction error on them."""
     from analyzers import presets
     from analyzers.plan import plan
     from tracekit.hardware import spec_by_name
     from tracekit.render import plan as render_plan
 
-    result = plan(
-        presets.model(model_name), spec_by_name(gpu), gpus, presets.workload(workload_text)
+    if runs and not calibrate:
+        raise TracekitError(runs[0], "run directories are read only with --calibrate")
+    cal = None
+    if calibrate:
+        from analyzers.calibrate import calibrate as fit
+
+        cal = fit(runs, jobs=jobs)
+    missing = [o for o, v in (("--model", model_name), ("--gpu", gpu), ("--gpus", gpus)) if not v]
+    if cal is None and missing:
+        raise TracekitError(None, f"plan needs {', '.join(missing)} (or --calibrate RUN...)")
+    spec = presets.model(model_name) if model_name else cal.model if cal else None
+    device = spec_by_name(gpu) if gpu else cal.device if cal else None
+    count = gpus or (max(r.devices for r in cal.runs) if cal else 1)
+    work = (
+        presets.workload(workload_text)
+        if workload_text
+        else cal.workload
+        if cal
+        else presets.workload("reasoning")
+    )
+    assert spec is not None and device is not None
+    costs = cal.costs if cal else None
+    if costs is not None and device.memory_bytes is not None:
+        costs = replace(costs, kv_cache_bytes=None)  # the memory model sizes the KV cache
+    result = (
+        plan(spec, device, count, work) if costs is None else plan(spec, device, count, work, costs)
     )
     if as_json:
-        click.echo(render_plan.render_json(result), nl=False)
+        click.echo(render_plan.render_json(result, cal), nl=False)
         return
     colour = sys.stdout.isatty()
     if width is None:
         width = shutil.get_terminal_size((160, 40)).columns if colour else 160
-    click.echo(render_plan.render(result, width=max(width, 100), colour=colour), nl=False)
+    click.echo(
+        render_plan.render(result, width=max(width, 100), colour=colour, calibration=cal), nl=False
+    )
 
 
 __all__ = ["plan_command"]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich import box
+from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
@@ -14,11 +15,35 @@ from analyzers.plan import Plan
 from tracekit.render import text_console
 from tracekit.render.console import SHORT
 
+if TYPE_CHECKING:
+    from analyzers.calibrate import Calibration
+
 SCHEMA_VERSION = 1
 
 
-def to_dict(plan: Plan) -> dict[str, Any]:
-    """The plan as plain JSON-ready data (one entry per layout, best first)."""
+def calibration_dict(cal: Calibration) -> dict[str, Any]:
+    """The fitted costs with their evidence, and the prediction error on each run."""
+    runs = []
+    for r in cal.runs:
+        data = asdict(r)
+        data["error"], data["round_error"] = r.error, r.round_error
+        runs.append(data)
+    return {
+        "model": cal.model.name,
+        "device": cal.device.name,
+        "workload": asdict(cal.workload),
+        "costs": asdict(cal.costs),
+        "evidence": cal.evidence,
+        "runs": runs,
+        "mean_abs_error": cal.mean_error,
+        "max_abs_error": cal.max_error,
+        "notes": cal.notes,
+    }
+
+
+def to_dict(plan: Plan, calibration: Calibration | None = None) -> dict[str, Any]:
+    """The plan as plain JSON-ready data (one entry per layout, best first); with the
+    calibration it was made from, if any."""
     rows = []
     for rank, row in enumerate(plan.layouts, 1):
         data = asdict(row)
@@ -35,15 +60,20 @@ def to_dict(plan: Plan) -> dict[str, Any]:
         "best": best.layout.name if best else None,
         "layouts": rows,
         "notes": plan.notes,
+        "calibration": calibration_dict(calibration) if calibration else None,
     }
 
 
-def render_json(plan: Plan) -> str:
-    return json.dumps(to_dict(plan), indent=2) + "\n"
+def render_json(plan: Plan, calibration: Calibration | None = None) -> str:
+    return json.dumps(to_dict(plan, calibration), indent=2) + "\n"
 
 
-def render(plan: Plan, width: int = 160, colour: bool = False) -> str:
+def render(
+    plan: Plan, width: int = 160, colour: bool = False, calibration: Calibration | None = None
+) -> str:
     console, buffer = text_console(width, colour)
+    if calibration is not None:
+        _calibration(console, calibration)
     title = f"tracekit plan: {plan.model} on {plan.gpus}× {plan.gpu}, {plan.workload.describe()}"
     console.print(Text(title, style="bold"))
     t = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), collapse_padding=True)
@@ -68,7 +98,7 @@ def render(plan: Plan, width: int = 160, colour: bool = False) -> str:
         runners = ", ".join(f"{k} {v:.2f}" for k, v in list(best.scores.items())[1:3])
         console.print(
             Text(
-                f"best per device: {best.layout.name}, {best.per_device:,.0f} tok/s/GPU, "
+                f"best per device: {best.layout.name}, {best.per_device:,.0f} tok/s per device, "
                 f"{best.regime} (scores: {best.scores[best.regime]:.2f}; {runners})",
                 style="bold",
             )
@@ -81,3 +111,36 @@ def render(plan: Plan, width: int = 160, colour: bool = False) -> str:
     for note in plan.notes:
         console.print(Text(f"note: {note}", style="italic"))
     return buffer.getvalue()
+
+
+def _calibration(console: Console, cal: Calibration) -> None:
+    n = len(cal.runs)
+    console.print(Text(f"tracekit plan: calibrated on {n} run(s) of {cal.model.name} on "
+                       f"{cal.device.name}", style="bold"))  # fmt: skip
+    for name, text in cal.evidence.items():
+        console.print(Text(f"  {name} = {text}"))
+    t = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), collapse_padding=True)
+    for header in ("run", "layout", "batch", "kernel eff", "coll ms/step", "host ms/step"):
+        t.add_column(header, justify="left" if header in ("run", "layout") else "right")
+    for header in ("tok/s measured", "predicted", "error", "round ms measured", "predicted"):
+        t.add_column(header, justify="right")
+    t.add_column("error", justify="right")
+    for r in cal.runs:
+        eff = f"{r.kernel_efficiency:.1%}" if r.kernel_efficiency is not None else "-"
+        t.add_row(
+            r.name, r.layout, f"{r.batch:.1f}", eff, f"{r.collective_ms:.3f}",
+            f"{r.host_ms:.3f}", f"{r.measured_tokens_per_s:,.0f}",
+            f"{r.predicted_tokens_per_s:,.0f}", f"{r.error:+.1%}", f"{r.measured_round_ms:.3f}",
+            f"{r.predicted_round_ms:.3f}", f"{r.round_error:+.1%}",
+        )  # fmt: skip
+    console.print(t)
+    console.print(
+        Text(
+            f"prediction error on the {n} calibration run(s): throughput mean |error| "
+            f"{cal.mean_error:.1%}, max {cal.max_error:.1%}",
+            style="bold",
+        )
+    )
+    for note in cal.notes:
+        console.print(Text(f"note: {note}", style="italic"))
+    console.print()
