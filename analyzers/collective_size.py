@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -39,26 +39,50 @@ def collective_bytes(events: Events, rows: Iterable[int] | npt.NDArray[np.intp])
        (``nccl:*``, ``c10d::*``, ``record_param_comms``, vLLM's ``shm_*``) holding it, e.g.
        ``c10d::_allgather_base_``'s output over ``nccl:_all_gather_base``'s input shard.
     """
-    rows = np.asarray(list(rows) if not isinstance(rows, np.ndarray) else rows, dtype=np.intp)
-    out = events.msg_bytes[rows].copy()
+    rows = _rows(rows)
+    out = linked(events, rows, events.msg_bytes)
     missing = np.flatnonzero(out < 0)
     if not len(missing):
         return out
     host = np.isin(events.kind, HOST_KINDS)
-    sized = _Candidates(events, np.flatnonzero((events.msg_bytes >= 0) & host))
     largest = _largest_tensor(events)
     comms = _Candidates(events, np.flatnonzero((largest >= 0) & host & _comm_op(events)))
-    if not len(sized.rows) and not len(comms.rows):  # the trace records no sizes to link to
+    if not len(comms.rows):
         out[missing] = np.maximum(largest[rows[missing]], NO_VALUE)
         return out
     for i, anchor in zip(missing.tolist(), _anchors(events, rows[missing]), strict=True):
-        held = sized.holding(events, anchor)
-        if len(held):
-            out[i] = events.msg_bytes[held[np.argmin(events.dur_ns[held])]]
-            continue
         found = largest[np.concatenate([comms.holding(events, anchor), rows[i : i + 1]])]
         out[i] = found.max()  # NO_VALUE (-1) when nothing was recorded
     return out
+
+
+def collective_groups(events: Events, rows: Iterable[int] | npt.NDArray[np.intp]) -> I64:
+    """The communicator size of each call in ``rows`` (Kineto's ``Group size``), its own or
+    that of the innermost host op holding it, as for message sizes; ``NO_VALUE`` unknown."""
+    return linked(events, _rows(rows), events.group_size)
+
+
+def linked(events: Events, rows: npt.NDArray[np.intp], column: npt.NDArray[Any]) -> I64:
+    """Per call: ``column`` of the call itself, else of the innermost host op holding it on
+    its thread (a kernel: the op around its launching runtime call, same correlation id; a
+    host op: one around its start or inside it); ``NO_VALUE`` where neither has one."""
+    out = column[rows].astype(np.int64)
+    missing = np.flatnonzero(out < 0)
+    if not len(missing):
+        return out
+    host = np.isin(events.kind, HOST_KINDS)
+    known = _Candidates(events, np.flatnonzero((column >= 0) & host))
+    if not len(known.rows):
+        return out
+    for i, anchor in zip(missing.tolist(), _anchors(events, rows[missing]), strict=True):
+        held = known.holding(events, anchor)
+        if len(held):
+            out[i] = column[held[np.argmin(events.dur_ns[held])]]
+    return out
+
+
+def _rows(rows: Iterable[int] | npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
+    return np.asarray(list(rows) if not isinstance(rows, np.ndarray) else rows, dtype=np.intp)
 
 
 _COMM = re.compile(

@@ -23,10 +23,14 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 from analyzers.digest import KINDS, RankDigest
 from analyzers.roofline import RunFacts
 from tracekit.analysis import CollectiveKind, Collectives, RankWait
+
+I64 = npt.NDArray[np.int64]
+F64 = npt.NDArray[np.float64]
 
 
 def _group(rank: RankDigest, kind: str) -> tuple[int | None, ...]:
@@ -37,6 +41,7 @@ def _group(rank: RankDigest, kind: str) -> tuple[int | None, ...]:
 def collectives(ranks: Sequence[RankDigest], facts: RunFacts | None) -> Collectives | None:
     per_kind: list[CollectiveKind] = []
     unsized: set[str] = set()
+    alone: set[str] = set()
     wait = [0] * len(ranks)
     last = [0] * len(ranks)
     evidence: list[str] = []
@@ -56,6 +61,13 @@ def collectives(ranks: Sequence[RankDigest], facts: RunFacts | None) -> Collecti
         sources: set[str] = set()
         for members in groups.values():
             if len(members) < 2:
+                one = calls[members[0]]
+                if one is not None and one.size_bytes is not None:
+                    lone = fallback_size(kind, None)
+                    factor = bus_factors(kind, one.group_size, lone)
+                    if _add(sized, one.size_bytes, factor, one.dur_ns):
+                        sources.add(one.size_source or "")
+                        alone.add(kind)
                 continue
             mine = [c for i in members if (c := calls[i]) is not None]
             counts = [len(c.start_ns) for c in mine]
@@ -73,19 +85,26 @@ def collectives(ranks: Sequence[RankDigest], facts: RunFacts | None) -> Collecti
             for j, i in enumerate(members):
                 wait[i] += int((arrive - starts[j]).sum())
                 last[i] += int((late == j).sum())
-            size, factor = mine[0].size_bytes, bus_factor(kind, len(members), ranks, facts)
-            if size is not None and factor is None:
-                unsized.add(kind)
-            elif size is not None and factor is not None:
-                ok = size[:n] > 0
-                sized[0] += float(size[:n][ok].sum()) * factor
-                sized[1] += float(durs.min(axis=0)[ok].sum()) / 1e9
+            size = mine[0].size_bytes
+            if size is None:
+                continue
+            known = mine[0].group_size[:n] if mine[0].group_size is not None else None
+            factor = bus_factors(kind, known, fallback_size(kind, len(members), ranks, facts))
+            factor = factor[:n] if len(factor) > n else np.resize(factor, n)
+            if _add(sized, size[:n], factor, durs.min(axis=0)):
                 sources.add(mine[0].size_source or "")
+            elif (size[:n] > 0).any():
+                unsized.add(kind)
         row, error = _kind(kind, total, exposed, overlapped, skews, sized, facts, sources)
         per_kind.append(row)
         evidence += [error] if error else []
     if not per_kind:
         return None
+    if alone:
+        evidence.append(
+            f"{', '.join(sorted(alone))}: bus bandwidth includes calls seen on one rank only, "
+            "timed by that rank (its wait for the others included): a lower bound"
+        )
     if unsized:
         evidence.append(
             f"{', '.join(sorted(unsized))}: message sizes known but not the communicator's "
@@ -101,25 +120,48 @@ def collectives(ranks: Sequence[RankDigest], facts: RunFacts | None) -> Collecti
     return Collectives(kinds=per_kind, waits=waits, evidence=evidence)
 
 
-def bus_factor(
-    kind: str, members: int, ranks: Sequence[RankDigest], facts: RunFacts | None
-) -> float | None:
-    """NCCL's bus-bandwidth factor for ``kind`` over a communicator of n ranks (nccl-tests'
-    PERFORMANCE.md): all-reduce 2 (n − 1) / n; all-gather, reduce-scatter and all-to-all
-    (n − 1) / n; p2p and others (broadcast) 1. n is the layout's TP degree for TP groups,
-    else the matched ranks when the traces hold the whole world; None when unknown."""
-    if kind in ("p2p", "other_collective"):
-        return 1.0
-    n: int | None = None
-    if facts is not None and facts.layout.tp > 1:
-        n = facts.layout.tp
-    else:
-        worlds = {r.identity.world_size for r in ranks}
-        if worlds == {len(ranks)}:
-            n = members
-    if n is None or n < 2:
+def fallback_size(
+    kind: str,
+    members: int | None,
+    ranks: Sequence[RankDigest] = (),
+    facts: RunFacts | None = None,
+) -> int | None:
+    """The communicator size where the trace's ``Group size`` is missing: the layout's TP
+    degree for TP groups, else the matched ranks when the traces hold the whole world."""
+    if kind == "p2p" or members is None:
         return None
-    return 2 * (n - 1) / n if kind == "all_reduce" else (n - 1) / n
+    if facts is not None and facts.layout.tp > 1:
+        return facts.layout.tp
+    worlds = {r.identity.world_size for r in ranks}
+    return members if worlds == {len(ranks)} else None
+
+
+def bus_factors(kind: str, group: I64 | None, fallback: int | None) -> F64:
+    """Per call, NCCL's bus-bandwidth factor (nccl-tests' PERFORMANCE.md) over a
+    communicator of n ranks (the call's ``Group size``, else ``fallback``): all-reduce
+    2 (n − 1) / n; all-gather, reduce-scatter and all-to-all (n − 1) / n; p2p and others
+    (broadcast) 1. NaN where n is unknown; 0 for a communicator of one (nothing moves)."""
+    calls = len(group) if group is not None else 1
+    n: F64 = np.full(calls, np.nan if fallback is None else float(fallback))
+    if group is not None:
+        n[group > 0] = group[group > 0]
+    if kind in ("p2p", "other_collective"):
+        moves: F64 = np.where(n == 1, 0.0, 1.0)
+        return moves
+    factor: F64 = (n - 1) / n
+    if kind == "all_reduce":
+        factor = factor * 2.0
+    return factor
+
+
+def _add(sized: list[float], size: F64, factor: F64, dur_ns: I64) -> bool:
+    """Add calls of known size and factor to (bus bytes, seconds); False if none is."""
+    ok = (size > 0) & (factor > 0)  # NaN (unknown n) compares False
+    if not ok.any():
+        return False
+    sized[0] += float((size[ok] * factor[ok]).sum())
+    sized[1] += float(dur_ns[ok].sum()) / 1e9
+    return True
 
 
 def _kind(

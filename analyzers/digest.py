@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from analyzers.classify import FAMILY_INDEX, LEVELS
-from analyzers.collective_size import SIZE_SOURCE, collective_bytes
+from analyzers.collective_size import SIZE_SOURCE, collective_bytes, collective_groups
 from analyzers.roofline import RunFacts, step_windows
 from tracekit.analysis import RankResult
 from tracekit.model import DEVICE_KINDS, Events, Kind, RankId, Trace
@@ -57,6 +57,7 @@ class KindCalls:
     dur_ns: I64
     size_bytes: F64 | None = None  # message bytes per call; 0 = unknown
     size_source: str | None = None  # the trace's args or shapes, else the model config
+    group_size: I64 | None = None  # per call, the communicator's size (trace); -1 unknown
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,14 @@ def digest(state: RankState, result: RankResult, facts: RunFacts | None) -> Rank
         elif kind == "all_reduce" and facts is not None:
             size = _allreduce_bytes(state, rows, facts)
             source = MODEL_SIZE_SOURCE if size is not None else None
-        calls[kind] = KindCalls(ev.start_ns[rows].copy(), ev.dur_ns[rows].copy(), size, source)
+        groups = collective_groups(ev, rows)
+        calls[kind] = KindCalls(
+            ev.start_ns[rows].copy(),
+            ev.dur_ns[rows].copy(),
+            size,
+            source,
+            groups if (groups > 0).any() else None,
+        )
     start = end = None
     if state.steps and att is not None:
         start, end = step_windows(ev, state.steps, att.device)

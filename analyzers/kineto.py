@@ -26,7 +26,16 @@ from analyzers.column_table import ColumnTable
 from analyzers.op_cost import dtype_size
 from analyzers.stream import BLOCK, Reader, check_value, decode_text
 from tracekit.errors import TracekitError
-from tracekit.model import COLUMNS, NO_VALUE, Dims, Events, Kind, ShapeTable, Signature
+from tracekit.model import (
+    COLUMNS,
+    NO_VALUE,
+    OPTIONAL_COLUMNS,
+    Dims,
+    Events,
+    Kind,
+    ShapeTable,
+    Signature,
+)
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +77,7 @@ class _Args(msgspec.Struct, gc=False):
     in_nelems: msgspec.Raw = msgspec.field(default=_ABSENT, name="In msg nelems")
     out_nelems: msgspec.Raw = msgspec.field(default=_ABSENT, name="Out msg nelems")
     dtype: msgspec.Raw = _ABSENT
+    group: msgspec.Raw = msgspec.field(default=_ABSENT, name="Group size")
 
 
 class _Event(msgspec.Struct, gc=False):
@@ -103,12 +113,13 @@ _NO_ARGS = _Args()
 _MAX_US = 4e15
 _MAX_BASE_NS = 4 * 10**18
 _ARG_COLUMNS = ("correlation", "stream", "device", "external_id")
-_DTYPES = {"kind": np.int8, "name_id": np.int32, "shape_id": np.int32}
+_DTYPES = {"kind": np.int8, "name_id": np.int32, "shape_id": np.int32, "group_size": np.int32}
 _SIGNATURE = msgspec.json.Decoder(tuple[list[Any], list[Any]])
 _COUNT = msgspec.json.Decoder(int)
 _TEXT = msgspec.json.Decoder(str)
 _BAD_SHAPES = "input shapes in a form not modelled ('Input Dims' / 'Input type')"
 _BAD_SIZES = "collective message sizes not modelled ('In/Out msg nelems', 'dtype')"
+_BAD_GROUP = "collective group sizes not modelled ('Group size')"
 
 
 @dataclass(frozen=True)
@@ -193,7 +204,7 @@ class _Builder:
         self.cats: dict[str, int] = {}
         self.ignored: dict[str, int] = {}
         dtypes = {k: _DTYPES.get(k, np.int64) for k in COLUMNS}
-        self.table = ColumnTable(dtypes, optional=("shape_id", "msg_bytes"))
+        self.table = ColumnTable(dtypes, optional=tuple(k for k, _ in OPTIONAL_COLUMNS))
         #: (name id, raw 'Input Dims' text, raw 'Input type' text) → raw shape id
         self.signatures: dict[tuple[int, bytes, bytes], int] = {}
 
@@ -242,6 +253,8 @@ class _Builder:
         n = len(args)
         if list(map(_IN, args)).count(_ABSENT) != n or list(map(_OUT, args)).count(_ABSENT) != n:
             columns["msg_bytes"] = self._msg_bytes(args)
+        if list(map(_GROUP, args)).count(_ABSENT) != n:
+            columns["group_size"] = self._group_sizes(args)
         self.table.append(columns)  # a column left out is NO_VALUE: held only once seen
 
     def _shape_ids(
@@ -272,6 +285,22 @@ class _Builder:
                 self.ignored[_BAD_SIZES] = self.ignored.get(_BAD_SIZES, 0) + 1
                 continue
             out[i] = count * size
+        return out
+
+    def _group_sizes(self, args: list[_Args]) -> np.ndarray:
+        """Per event: its communicator's size (Kineto's ``Group size``), where recorded."""
+        out = np.full(len(args), NO_VALUE, dtype=np.int32)
+        for i, a in enumerate(args):
+            if a.group is _ABSENT:
+                continue
+            try:
+                size = _COUNT.decode(a.group)
+            except msgspec.DecodeError:
+                size = 0
+            if not 0 < size < 2**31:
+                self.ignored[_BAD_GROUP] = self.ignored.get(_BAD_GROUP, 0) + 1
+                continue
+            out[i] = size
         return out
 
     def _start_ns(self, chunk: bytes, complete: list[_Event]) -> np.ndarray:
@@ -341,6 +370,7 @@ class _Builder:
 _NAME, _CAT, _TS, _DUR = (attrgetter(k) for k in ("name", "cat", "ts", "dur"))
 _PID, _TID = attrgetter("pid"), attrgetter("tid")
 _DIMS, _IN, _OUT = (attrgetter(k) for k in ("dims", "in_nelems", "out_nelems"))
+_GROUP = attrgetter("group")
 _UNREADABLE = -2
 
 

@@ -32,7 +32,15 @@ import numpy.typing as npt
 
 from analyzers.kineto import ParsedTrace
 from tracekit.errors import TracekitError
-from tracekit.model import COLUMNS, DEVICE_KINDS, NO_VALUE, Events, Kind, ShapeTable
+from tracekit.model import (
+    COLUMNS,
+    DEVICE_KINDS,
+    NO_VALUE,
+    OPTIONAL_COLUMNS,
+    Events,
+    Kind,
+    ShapeTable,
+)
 
 I64 = npt.NDArray[np.int64]
 Gpu = dict[str, Any]
@@ -61,8 +69,9 @@ _COPY = ("Unknown", "HtoD", "DtoH", "HtoA", "AtoH", "AtoA", "AtoD", "DtoA", "Dto
 _UVM = ("HtoD", "DtoH", "DtoD")  # 11-13: unified-memory migrations
 _MEMORY = ("Pageable", "Pinned", "Device", "Array", "Managed", "Device Static", "Managed Static")
 _DEVICE_TABLES = ((KERNEL, Kind.KERNEL), (MEMCPY, Kind.MEMCPY), (MEMSET, Kind.MEMSET))
-#: the columns an export fills (no external ids, shapes or message sizes: those default)
-_EVENT_COLUMNS = [k for k in COLUMNS if k not in ("external_id", "shape_id", "msg_bytes")]
+#: the columns an export fills (no external ids, shapes, message or group sizes: those default)
+_OPTIONAL = {k for k, _ in OPTIONAL_COLUMNS}
+_EVENT_COLUMNS = [k for k in COLUMNS if k != "external_id" and k not in _OPTIONAL]
 GRAPH_NAME = "CUDA graph (whole graph: record with --cuda-graph-trace=node)"
 # TARGET_INFO_GPU columns, renamed to Kineto's deviceProperties keys where it has one.
 # memoryBandwidth is in bytes/s, clockRate in Hz, totalMemory in bytes.

@@ -149,3 +149,76 @@ def test_hta_two_ranks_show_exposed_p2p_and_skew() -> None:
     assert {w.label for w in analysis.collectives.waits} == {"rank 0", "rank 1"}
     assert sum(w.last_arrivals for w in analysis.collectives.waits) == 10
     assert analysis.bubbles is None  # no pipeline stages in a training trace
+
+
+def _sized(name: str, ts: float, dur: float, nelems: int, group: int | str) -> dict[str, Any]:
+    """An NCCL kernel carrying Kineto's collective args (PyTorch >= 2.1 writes them)."""
+    event = kernel(name, ts, dur, stream=20)
+    event["args"] |= {
+        "In msg nelems": nelems,
+        "Out msg nelems": nelems,
+        "dtype": "BFloat16",
+        "Group size": group,
+    }
+    return event
+
+
+BCAST = "ncclDevKernel_Broadcast_RING_LL(ncclDevComm*, unsigned long, ncclWork*)"
+
+
+def test_bus_bandwidth_from_the_traces_own_sizes_and_group(tmp_path: Path) -> None:
+    """Two ranks of a world of 8 (a communicator of 4, from Group size): the matched calls
+    are timed by the shorter, factor 2 (4 - 1) / 4; nothing here comes from a model."""
+    for rank, durs in ((0, (10, 20)), (1, (15, 10))):
+        events = [_sized(AR, 100 * i, d, 1_000_000, 4) for i, d in enumerate(durs)]
+        write_trace(tmp_path / f"rank-{rank}.json.gz", events, rank=rank, world=8, base_ns=0)
+    analysis = tracekit.analyze(tmp_path, jobs=1)
+    assert analysis.collectives is not None
+    (kind,) = analysis.collectives.kinds
+    bus = 2 * 2_000_000 * 1.5 / ((10 + 10) * 1e-6)  # 2 calls of 2 MB, shortest 10 µs each
+    assert kind.bus_bandwidth == pytest.approx(bus)
+    assert kind.size_source is not None and kind.size_source.startswith("trace: Kineto")
+    assert not any("lower bound" in e for e in analysis.collectives.evidence)
+
+
+def test_one_rank_gives_a_lower_bound_and_a_group_of_one_moves_nothing(tmp_path: Path) -> None:
+    events = [
+        _sized(AR, 0, 20, 500_000, 2),  # 1 MB over 2 ranks: factor 1
+        _sized(BCAST, 100, 10, 500_000, 1),  # a communicator of one: left out
+        _sized(BCAST, 200, 10, 500_000, "two"),  # unreadable: counted as ignored
+    ]
+    write_trace(tmp_path / "rank-0.json.gz", events, rank=0, world=2, base_ns=0)
+    analysis = tracekit.analyze(tmp_path)
+    assert analysis.collectives is not None
+    kinds = {k.kind: k for k in analysis.collectives.kinds}
+    assert kinds["all_reduce"].bus_bandwidth == pytest.approx(1_000_000 / 20e-6)
+    # broadcast's factor is 1 whatever n is (NCCL): only the group of one is left out
+    assert kinds["other_collective"].bus_bandwidth == pytest.approx(1_000_000 / 10e-6)
+    assert (
+        "all_reduce, other_collective: bus bandwidth includes calls seen on one rank only, "
+        "timed by that rank (its wait for the others included): a lower bound"
+    ) in analysis.collectives.evidence
+    assert analysis.ranks[0].ignored == {"collective group sizes not modelled ('Group size')": 1}
+
+
+def test_bus_bandwidth_on_the_real_nccl_trace_matches_its_own_args() -> None:
+    """hta_nccl_relative_ts (one A100 rank): every NCCL kernel's args, read here with json,
+    give the same bus bandwidth as the report (a lower bound: one rank's durations)."""
+    import gzip
+    import json
+
+    path = shared("hta_nccl_relative_ts/rank-0.json.gz")
+    doc = json.loads(gzip.decompress(path.read_bytes()))
+    size = dur = 0.0
+    for e in doc["traceEvents"]:
+        args = e.get("args") or {}
+        if e.get("cat") == "kernel" and "AllReduce" in e["name"] and "In msg nelems" in args:
+            n = args["Group size"]
+            nbytes = max(args["In msg nelems"], args["Out msg nelems"]) * 4  # Float
+            size += nbytes * 2 * (n - 1) / n
+            dur += e["dur"] * 1e-6
+    collectives = tracekit.analyze(path).collectives
+    assert collectives is not None
+    kinds = {k.kind: k for k in collectives.kinds}
+    assert kinds["all_reduce"].calls == 15
+    assert kinds["all_reduce"].bus_bandwidth == pytest.approx(size / dur, rel=1e-6)

@@ -107,7 +107,10 @@ COLUMNS = (
     "external_id",
     "shape_id",
     "msg_bytes",
+    "group_size",
 )
+#: columns a trace may lack entirely: then a read-only NO_VALUE view taking no memory
+OPTIONAL_COLUMNS = (("shape_id", np.int32), ("msg_bytes", np.int64), ("group_size", np.int32))
 
 
 @dataclass(frozen=True)
@@ -117,8 +120,9 @@ class Events:
     ``shape_id`` (int32, ``NO_VALUE`` when none was recorded) indexes ``shapes``, the rank's
     table of distinct input signatures: like a categorical column, the ids travel with their
     table. ``msg_bytes`` is a collective's message size from Kineto's collective args
-    (``analyzers.collective_size.collective_bytes`` reads it per call). Where a trace holds none,
-    either is a read-only ``NO_VALUE`` view that takes no memory (and the default)."""
+    (``analyzers.collective_size.collective_bytes`` reads it per call), ``group_size`` the
+    size of its communicator (Kineto's ``Group size``). Where a trace holds none, each is a
+    read-only ``NO_VALUE`` view that takes no memory (and the default)."""
 
     start_ns: I64
     dur_ns: I64
@@ -132,11 +136,12 @@ class Events:
     external_id: I64
     shape_id: I32 = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
     msg_bytes: I64 = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    group_size: I32 = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
     shapes: ShapeTable = field(default_factory=ShapeTable, compare=False)
 
     def __post_init__(self) -> None:
         rows = len(self.start_ns)
-        for name, dtype in (("shape_id", np.int32), ("msg_bytes", np.int64)):
+        for name, dtype in OPTIONAL_COLUMNS:
             if rows and not len(getattr(self, name)):  # left out: a constant taking no memory
                 constant = np.broadcast_to(np.array(NO_VALUE, dtype=dtype), (rows,))
                 object.__setattr__(self, name, constant)
@@ -147,7 +152,7 @@ class Events:
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickled (to and from parse workers) without the constant columns' bytes."""
         columns = {k: getattr(self, k) for k in COLUMNS}
-        for name in ("shape_id", "msg_bytes"):
+        for name, _ in OPTIONAL_COLUMNS:
             if columns[name].strides == (0,):
                 columns[name] = columns[name][:0]  # rebuilt as a constant on the other side
         return (_unpickle_events, (columns, self.shapes))
