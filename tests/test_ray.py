@@ -119,3 +119,29 @@ def test_an_unreachable_cluster_is_a_one_line_error_at_once() -> None:
         .splitlines()[-1]
         .startswith(f"tracekit: error: 127.0.0.1:{port}: cannot reach the Ray cluster:")
     )
+
+
+def test_cli_ray_without_address_takes_the_path(tmp_path: Path) -> None:
+    """`tracekit analyze --ray RUN`: the value is a path, so it is the PATH, and a local Ray
+    instance runs for the analysis."""
+    done = subprocess.run(
+        [TRACEKIT, "analyze", "--json", "--ray", str(SAMPLES / "vllm_cpu_pp2")],
+        capture_output=True,
+        env={**os.environ, "RAY_ADDRESS": ""},
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert done.stdout == local(SAMPLES / "vllm_cpu_pp2") + b"\n"
+
+
+def test_cli_usage_errors_are_click_usage_errors() -> None:
+    from click.testing import CliRunner
+
+    from tracekit.cli import main
+
+    runner = CliRunner()
+    missing = runner.invoke(main, ["analyze", "--ray", "no/such/place"])
+    assert missing.exit_code == 2 and "Missing argument 'PATH'" in missing.output
+    both = runner.invoke(main, ["analyze", "--ray", "-j", "2", str(SAMPLES / "vllm_cpu_tp2")])
+    assert both.exit_code == 2 and "--ray and --jobs do not combine" in both.output

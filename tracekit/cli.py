@@ -36,6 +36,8 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
             _fail(str(exc), EXIT_BAD_INPUT)
         except KeyboardInterrupt:
             _fail("interrupted", 130)
+        except click.ClickException:
+            raise  # usage errors: click prints them with the usage line
         except Exception as exc:  # a bug: say so in one line unless asked for detail
             if verbose:
                 raise
@@ -58,7 +60,7 @@ def main(verbose: int) -> None:
 
 
 @main.command()
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("path", type=click.Path(path_type=Path), required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print the Analysis as JSON on stdout.")
 @click.option("--top", default=12, show_default=True, help="Rows in the top-ops table.")
 @click.option("--width", default=None, type=int, help="Report width (default: terminal).")
@@ -83,7 +85,7 @@ def main(verbose: int) -> None:
 )
 @guarded
 def analyze(
-    path: Path,
+    path: Path | None,
     as_json: bool,
     top: int,
     width: int | None,
@@ -93,6 +95,10 @@ def analyze(
     """Analyse a trace file, a folder of per-rank traces, or a run directory."""
     from tracekit.progress import progress_bar
 
+    if path is None and ray_address and Path(ray_address).exists():
+        path, ray_address = Path(ray_address), ""  # `--ray PATH`: the value was the path
+    if path is None:
+        raise click.UsageError("Missing argument 'PATH'.")
     if ray_address is not None and jobs is not None:
         raise click.UsageError("--ray and --jobs do not combine: Ray schedules the ranks")
     with progress_bar(enabled=sys.stderr.isatty()) as progress:
