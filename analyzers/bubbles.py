@@ -19,8 +19,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from analyzers.cost_model import ModelConfig
 from analyzers.digest import RankDigest
-from analyzers.roofline import ModelConfig
 from tracekit.analysis import Bubbles, MoeReport, PipelineStage, RankResult
 from tracekit.buckets import BUBBLE, MOE_ROUTING
 

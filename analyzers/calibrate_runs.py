@@ -11,11 +11,11 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
-from analyzers.facts import manifest_facts
+from analyzers.cost_model import ModelConfig, Shard
+from analyzers.facts import RunFacts, manifest_facts
 from analyzers.pipeline import analyze
 from analyzers.plan import Layout
 from analyzers.presets import ModelSpec, Workload
-from analyzers.roofline import ModelConfig, RunFacts, Shard
 from tracekit import rundir
 from tracekit.analysis import Analysis
 from tracekit.compare import IDLE_GAP

@@ -26,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from analyzers.digest import KINDS, RankDigest
-from analyzers.roofline import RunFacts
+from analyzers.facts import RunFacts
 from tracekit.analysis import CollectiveKind, Collectives, RankWait
 
 I64 = npt.NDArray[np.int64]

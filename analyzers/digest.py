@@ -20,7 +20,8 @@ import numpy.typing as npt
 
 from analyzers.classify import FAMILY_INDEX, LEVELS
 from analyzers.collective_size import SIZE_SOURCE, collective_bytes, collective_groups
-from analyzers.roofline import RunFacts, step_windows
+from analyzers.facts import RunFacts
+from analyzers.roofline import step_windows
 from tracekit.analysis import RankResult
 from tracekit.model import DEVICE_KINDS, Events, Kind, RankId, Trace
 

@@ -9,16 +9,44 @@ peaks itself once every rank has said what its devices are.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from analyzers.roofline import ModelConfig, RunFacts, Shard, dtype_bytes
+from analyzers.cost_model import ModelConfig, Shard, dtype_bytes, kv_bytes_per_token
 from analyzers.vllm_log import read_logs
 from tracekit import hardware, rundir
 from tracekit.hardware import DeviceSpec
-from tracekit.model import Trace
+from tracekit.model import RankId, Trace
 from tracekit.rundir import StepRecord
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What the run directory says that the cost model needs (None: not known)."""
+
+    model: ModelConfig | None = None
+    layout: Shard = field(default_factory=Shard)
+    dp: int = 1
+    block_size: int | None = None
+    num_blocks: int | None = None
+    kv_dtype_bytes: int | None = None
+    records: tuple[StepRecord, ...] = ()
+    spec: DeviceSpec | None = None
+    spec_note: str = ""
+
+    @property
+    def usable_blocks(self) -> int | None:
+        return self.num_blocks - 1 if self.num_blocks else None  # vLLM's null block
+
+    def shard(self, identity: RankId) -> Shard:
+        lay = self.layout
+        return Shard(lay.tp, lay.pp, lay.ep, identity.pp or 0)
+
+    def kv_bytes_per_token(self, shard: Shard) -> int | None:
+        """KV-cache bytes per token on one rank: 2 · layers · kv heads · head dim · dtype."""
+        m = self.model
+        return None if m is None else kv_bytes_per_token(m, shard, self.kv_dtype_bytes)
 
 
 def run_facts(trace: Trace) -> RunFacts:

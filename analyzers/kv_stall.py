@@ -37,7 +37,8 @@ import numpy.typing as npt
 
 from analyzers.attribute import BUCKET_INDEX, Attribution, relabel, segment_interval, split
 from analyzers.engine_steps import KV_FULL, step_durations
-from analyzers.roofline import RunFacts, step_windows
+from analyzers.facts import RunFacts
+from analyzers.roofline import step_windows
 from analyzers.steps import StepRow
 from analyzers.vllm_log import SOURCE as LOG_SOURCE
 from analyzers.vllm_log import LogRecord

@@ -10,9 +10,9 @@ from analyzers.bubbles import bubbles, moe_report
 from analyzers.collectives import collectives
 from analyzers.digest import RankDigest, RunInfo
 from analyzers.engine_steps import engine_stats
+from analyzers.facts import RunFacts
 from analyzers.kv_stall import kv_report
 from analyzers.regime import Reports, verdict
-from analyzers.roofline import RunFacts
 from tracekit import __version__
 from tracekit.analysis import ROOFLINE, Analysis, RankResult, StepStats, check_invariant
 

@@ -18,12 +18,12 @@ from analyzers.classify import (
     route_moe_host_ops,
 )
 from analyzers.digest import RankDigest, RunInfo, digest
-from analyzers.facts import run_facts
+from analyzers.facts import RunFacts, run_facts
 from analyzers.kv_stall import kv_stall
 from analyzers.loader import Progress
 from analyzers.merge import merge
 from analyzers.rank_result import rank_result
-from analyzers.roofline import RunFacts, roofline
+from analyzers.roofline import roofline
 from analyzers.steps import StepRow, find_steps
 from tracekit.analysis import (
     Analysis,

@@ -36,8 +36,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Final
 
-from analyzers.presets import ModelSpec, Workload
-from analyzers.roofline import (
+from analyzers.cost_model import (
     ModelConfig,
     Shard,
     StepCost,
@@ -46,6 +45,7 @@ from analyzers.roofline import (
     kv_bytes_per_token,
     step_cost,
 )
+from analyzers.presets import ModelSpec, Workload
 from analyzers.steps import StepRow
 from tracekit import buckets as b
 from tracekit.hardware import GB, GIB, DeviceSpec

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
-from analyzers.roofline import ModelConfig, dtype_bytes
+from analyzers.cost_model import ModelConfig, dtype_bytes
 from tracekit.errors import TracekitError
 
 

@@ -30,12 +30,11 @@ import msgspec
 
 from analyzers.digest import RankDigest, RunInfo
 from analyzers.discover import Discovered, TraceFile, discover
-from analyzers.facts import device_spec, manifest_facts
+from analyzers.facts import RunFacts, device_spec, manifest_facts
 from analyzers.loader import missing_ranks, rank_trace, settle_identities
 from analyzers.merge import merge
 from analyzers.parallel import Progress, parse_file, run_all
 from analyzers.pipeline import RANK_STAGES, RankState, Stage, rank_digest, run_stages
-from analyzers.roofline import RunFacts
 from tracekit.analysis import Analysis
 from tracekit.errors import TracekitError
 from tracekit.hardware import DeviceSpec

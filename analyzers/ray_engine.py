@@ -32,11 +32,10 @@ from typing import Any
 import msgspec
 
 from analyzers.discover import Discovered, TraceFile, discover, manifest_fields, missing_note
-from analyzers.facts import manifest_facts
+from analyzers.facts import RunFacts, manifest_facts
 from analyzers.parallel import Progress, _worker
 from analyzers.pipeline import RANK_STAGES, Stage
 from analyzers.rank_pool import Executor, RankJob, RankOut, analyze_file, run_ranks
-from analyzers.roofline import RunFacts
 from tracekit.analysis import Analysis
 from tracekit.errors import TracekitError
 from tracekit.rundir import fields_from_name

@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from analyzers import presets
+from analyzers.cost_model import Shard, kv_bytes_per_token
 from analyzers.plan import Costs, Layout, LayoutPlan, Plan, layouts, plan, predict, weight_bytes
-from analyzers.roofline import Shard, kv_bytes_per_token
 from tracekit.cli_plan import plan_command
 from tracekit.hardware import spec_by_name
 

@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from analyzers.cost_model import ModelConfig, Shard, StepCost, step_cost
+from analyzers.facts import RunFacts
 from analyzers.loader import load
 from analyzers.pipeline import analyze_trace
-from analyzers.roofline import ModelConfig, RunFacts, Shard, StepCost, step_cost
 from analyzers.steps import StepRow
 from tests.builders import annotation, cpu_op, kernel, runtime, shaped_op, write_trace
 from tests.test_kv_stall import KV_CACHE, MM, MODEL, make_run, records, step_events
