@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import InvalidOperation
 from operator import attrgetter
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ import msgspec
 import numpy as np
 
 from analyzers.column_table import ColumnTable
+from analyzers.kineto_values import MAX_US, decimal_us_to_ns, signature, us_to_ns
 from analyzers.op_cost import dtype_size
 from analyzers.stream import BLOCK, Reader, check_value, decode_text
 from tracekit.errors import TracekitError
@@ -30,7 +31,6 @@ from tracekit.model import (
     COLUMNS,
     NO_VALUE,
     OPTIONAL_COLUMNS,
-    Dims,
     Events,
     Kind,
     ShapeTable,
@@ -109,12 +109,9 @@ _FIELDS: dict[str, msgspec.json.Decoder[Any]] = {
 }
 _NOT_A_LIST = msgspec.json.Decoder(list[msgspec.Raw] | None)
 _NO_ARGS = _Args()
-# Bounds that keep every int64 sum (base + ts + dur) from overflowing: ~126 years in µs.
-_MAX_US = 4e15
 _MAX_BASE_NS = 4 * 10**18
 _ARG_COLUMNS = ("correlation", "stream", "device", "external_id")
 _DTYPES = {"kind": np.int8, "name_id": np.int32, "shape_id": np.int32, "group_size": np.int32}
-_SIGNATURE = msgspec.json.Decoder(tuple[list[Any], list[Any]])
 _COUNT = msgspec.json.Decoder(int)
 _TEXT = msgspec.json.Decoder(str)
 _BAD_SHAPES = "input shapes in a form not modelled ('Input Dims' / 'Input type')"
@@ -225,7 +222,7 @@ class _Builder:
             ) from None
 
     def _columns(self, chunk: bytes, complete: list[_Event]) -> None:
-        dur = _us_to_ns(np.array(list(map(_DUR, complete))))
+        dur = us_to_ns(np.array(list(map(_DUR, complete))))
         if (dur < 0).any():
             raise TracekitError(
                 self.path, f"corrupt trace: {int((dur < 0).sum())} negative durations"
@@ -306,14 +303,14 @@ class _Builder:
     def _start_ns(self, chunk: bytes, complete: list[_Event]) -> np.ndarray:
         ts = np.array(list(map(_TS, complete)))
         if ts.dtype.kind != "f" or not len(ts) or np.abs(ts).max() < _EXACT_FLOAT_US:
-            return _us_to_ns(ts)
+            return us_to_ns(ts)
         # Large fractional floats: re-read the timestamps' decimal text for exact nanoseconds.
         texts = [bytes(r.ts) for r in _RAW_TS.decode(chunk) if r.ph == "X"]
         try:
-            exact = [_decimal_us_to_ns(t) for t in texts]
+            exact = [decimal_us_to_ns(t) for t in texts]
         except (InvalidOperation, ValueError) as exc:
             raise TracekitError(self.path, f"corrupt timestamp ({exc})") from None
-        if max(abs(v) for v in exact) > _MAX_US * 1000:
+        if max(abs(v) for v in exact) > MAX_US * 1000:
             raise ValueError("a timestamp is beyond ±4e15 µs")
         return np.array(exact, dtype=np.int64)
 
@@ -360,9 +357,9 @@ class _Builder:
         seen: dict[Signature, int] = {}
         names = list(self.names)
         for (name_id, dims, types), raw_id in self.signatures.items():
-            signature = _signature(names[name_id], dims, types)
-            if signature is not None:
-                canonical[raw_id] = seen.setdefault(signature, len(seen))
+            sig = signature(names[name_id], dims, types)
+            if sig is not None:
+                canonical[raw_id] = seen.setdefault(sig, len(seen))
         self.signatures = {}
         return ShapeTable(tuple(seen)), canonical
 
@@ -374,47 +371,9 @@ _GROUP = attrgetter("group")
 _UNREADABLE = -2
 
 
-def _signature(op: str, dims_text: bytes, types_text: bytes) -> Signature | None:
-    """``Input Dims`` / ``Input type`` as a Signature: each input's dims a tuple of ints, or a
-    tuple of such tuples for a tensor list; None where the text has another form."""
-    try:
-        dims, types = _SIGNATURE.decode(b"[" + dims_text + b"," + types_text + b"]")
-    except msgspec.DecodeError:
-        return None
-    out: list[Dims] = []
-    for d in dims:
-        if not isinstance(d, list):
-            return None
-        if all(type(v) is int for v in d):
-            out.append(tuple(d))
-        elif all(isinstance(t, list) and all(type(v) is int for v in t) for t in d):
-            out.append(tuple(tuple(t) for t in d))
-        else:
-            return None
-    if not all(isinstance(t, str) for t in types):
-        return None
-    return Signature(op, tuple(out), tuple(types))
-
-
 def _intern(table: dict[str, int], values: list[str]) -> np.ndarray:
     """Ids of ``values`` in ``table``, adding new ones (the loops run in C: map, fromkeys)."""
     for value in dict.fromkeys(values):
         if value not in table:
             table[value] = len(table)
     return np.fromiter(map(table.__getitem__, values), dtype=np.int32, count=len(values))
-
-
-def _us_to_ns(arr: np.ndarray) -> np.ndarray:
-    if arr.dtype.kind not in "iuf" or (len(arr) and np.abs(arr).max() > _MAX_US):
-        raise ValueError("a timestamp or duration is beyond ±4e15 µs")
-    if arr.dtype.kind in "iu":
-        return arr.astype(np.int64) * 1000
-    return np.rint(arr.astype(np.float64) * 1000.0).astype(np.int64)
-
-
-def _decimal_us_to_ns(text: bytes) -> int:
-    whole, dot, frac = text.partition(b".")
-    if dot and len(frac) <= 3 and frac.isdigit() and b"e" not in whole.lower():
-        sign = -1 if whole.startswith(b"-") else 1
-        return int(whole) * 1000 + sign * int(frac.ljust(3, b"0"))
-    return int((Decimal(text.decode()) * 1000).to_integral_value())

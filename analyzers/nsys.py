@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from analyzers.kineto import ParsedTrace
+from analyzers.nsys_names import memcpy_name, memory_label
 from tracekit.errors import TracekitError
 from tracekit.model import (
     COLUMNS,
@@ -65,9 +66,6 @@ CHUNK_ROWS = 65_536
 _MAX_BASE_NS = 4 * 10**18
 _MAX_NS = 2**62
 _API_VERSION = re.compile(r"_v\d+$")  # cudaLaunchKernel_v7000 -> cudaLaunchKernel
-_COPY = ("Unknown", "HtoD", "DtoH", "HtoA", "AtoH", "AtoA", "AtoD", "DtoA", "DtoD", "HtoH", "PtoP")
-_UVM = ("HtoD", "DtoH", "DtoD")  # 11-13: unified-memory migrations
-_MEMORY = ("Pageable", "Pinned", "Device", "Array", "Managed", "Device Static", "Managed Static")
 _DEVICE_TABLES = ((KERNEL, Kind.KERNEL), (MEMCPY, Kind.MEMCPY), (MEMSET, Kind.MEMSET))
 #: the columns an export fills (no external ids, shapes, message or group sizes: those default)
 _OPTIONAL = {k for k, _ in OPTIONAL_COLUMNS}
@@ -245,9 +243,9 @@ class _Reader:
             name = self.by_key(rows[:, 6], lambda k: self.string(k) if k >= 0 else "kernel")
         elif table == MEMCPY:
             key = rows[:, 6] * 1_000_000 + (rows[:, 7] + 1) * 1000 + rows[:, 8] + 1
-            name = self.by_key(key, _memcpy_name)
+            name = self.by_key(key, memcpy_name)
         elif table == MEMSET:
-            name = self.by_key(rows[:, 6], lambda k: f"Memset ({_label(_MEMORY, k)})")
+            name = self.by_key(rows[:, 6], lambda k: f"Memset ({memory_label(k)})")
         else:
             name = self.intern([GRAPH_NAME]).repeat(len(rows))
             self.ignore(f"graph-level records: {GRAPH_NAME}", _process(rows[:, 5]))
@@ -385,17 +383,6 @@ class _Reader:
 def _process(global_id: I64) -> I64:
     """The process key of a globalTid/globalPid: host bits and pid (-1 where unknown)."""
     return np.where(global_id >= 0, global_id >> 24, NO_VALUE)
-
-
-def _label(table: tuple[str, ...], index: int) -> str:
-    return table[index] if 0 <= index < len(table) else "Unknown"
-
-
-def _memcpy_name(key: int) -> str:
-    copy, rest = divmod(key, 1_000_000)
-    src, dst = divmod(rest, 1000)
-    where = f" ({_label(_MEMORY, src - 1)} -> {_label(_MEMORY, dst - 1)})" if src and dst else ""
-    return f"Memcpy {_label(_COPY + _UVM, copy)}{where}"
 
 
 def _gpu_for(gpus: dict[int, Gpu], cuda: _CudaIds, pid: int, device: int) -> tuple[Gpu | None, str]:
