@@ -19,6 +19,7 @@ from analyzers.nsys import parse_nsys
 from analyzers.pipeline import analyze_trace
 from tests.builders import kernel, write_trace
 from tests.conftest import shared
+from tracekit.analysis import to_json
 from tracekit.cli import main
 from tracekit.errors import TracekitError
 
@@ -214,8 +215,11 @@ def test_several_gpus_one_rank_each(tmp_path: Path) -> None:
     assert "worker12, CUDA device 1 (NVIDIA A100 #1)" in trace.ranks[3].id.source
     # Host events of a process go with each of its ranks.
     assert [int((r.events.kind == 4).sum()) for r in trace.ranks] == [1, 1, 2, 2]
-    for rank in analyze_trace(trace).ranks:
+    sequential = analyze_trace(trace)
+    for rank in sequential.ranks:
         assert sum(rank.buckets.values()) == rank.window_ns == 50
+    # one export holding four ranks, analysed in a worker: the same Analysis
+    assert to_json(tracekit.analyze(tmp_path / "node.sqlite", jobs=2)) == to_json(sequential)
 
 
 def test_cuda_graph_node_kernels_share_the_launch_correlation(tmp_path: Path) -> None:
