@@ -16,6 +16,7 @@ from analyzers.facts import RunFacts, manifest_facts
 from analyzers.pipeline import analyze
 from analyzers.plan import Layout
 from analyzers.presets import ModelSpec, Workload
+from analyzers.vllm_log import LogRecord
 from tracekit import rundir
 from tracekit.analysis import Analysis
 from tracekit.compare import IDLE_GAP
@@ -55,8 +56,9 @@ def measure(path: Path, jobs: int | None) -> Run:
         raise TracekitError(path, f"no device peaks for the roofline ({why})")
     if not any(r.roofline and r.roofline.kinds and r.roofline.decided_ns for r in a.ranks):
         raise TracekitError(path, "no profiled engine step with tokens: nothing to fit")
-    records = rundir.read_steps(path)  # per-step records only: log samples give no tokens
-    facts = replace(manifest_facts(str(path), manifest), records=tuple(records), spec=a.hardware)
+    facts = replace(manifest_facts(str(path), manifest), spec=a.hardware)
+    # per-step records only (steps/): logged stats samples carry no token counts
+    records = [r for r in facts.records if not isinstance(r, LogRecord)]
     name = Path(str((manifest.get("model") or {}).get("name") or "model")).name
     spec = ModelSpec(name, model, facts.kv_dtype_bytes or model.dtype_bytes, f"manifest of {path}")
     label = path.resolve().name or str(path)
