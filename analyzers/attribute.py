@@ -1,15 +1,26 @@
 """Exclusive attribution: partition a rank's window into the DESIGN.md buckets.
 
-GPU ranks: the window runs from the first to the last device event (kernel, memcpy, memset).
+The analysed window is the run's common window where the caller passes one (``window``: the
+span in which every rank was profiled, ``analyzers.window``), else the rank's own window:
+
+GPU ranks: the own window runs from the first to the last device event (kernel, memcpy, memset).
 Device work is levelled by family (bucket priority first) and swept once, so overlapping
 streams resolve by priority and a collective counts as *exposed* only where no work hides
 it. Device-idle time is ``host`` where any host activity (ops, runtime calls, annotations,
 Python frames; not synchronisation waits) is live, else ``idle``.
 
-CPU-only ranks: the window runs from the first to the last ``cpu_op``. Ops nest, so each
-thread's ops are first flattened into self-time segments owned by the innermost op; an op no
-rule names inherits the family of the op around it. Time inside annotations / Python frames
-but outside any op is ``host`` (framework and scheduling overhead).
+CPU-only ranks: the own window runs from the first to the last ``cpu_op`` or gloo span
+(below). Ops nest, so each thread's ops are first flattened into self-time segments owned by
+the innermost op; an op no rule names inherits the family of the op around it. Time inside
+annotations / Python frames but outside any op is ``host`` (framework and scheduling
+overhead), except for communication the backend records as annotations: gloo's
+``gloo:recv`` / ``gloo:all_reduce`` … (``RecordScope::USER_SCOPE``; p2p on the calling thread,
+outliving the ``c10d::`` op that started it, collectives on gloo's worker threads) enter the
+sweep at their family's level, so a receive wait is bubble and a collective's wait is
+collective, ahead of host.
+
+A window override clips the sweep (and each op's time in the op tables) to it; the rank's
+own window is kept next to it (``own_start_ns``, ``own_ns``).
 """
 
 from __future__ import annotations
@@ -21,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from analyzers.classify import (
+    COMPILE_INDEX,
     FAMILY_LEVEL,
     HOST_LEVEL,
     LEVEL_BUCKET,
@@ -30,6 +42,7 @@ from analyzers.classify import (
 )
 from analyzers.rules import FAMILY_BUCKET
 from analyzers.sweep import Partition, sweep
+from analyzers.window import Window
 from tracekit.buckets import BUCKETS, HOST, IDLE
 from tracekit.model import DEVICE_KINDS, Events, Kind, NameTable
 
@@ -50,7 +63,7 @@ class Attribution:
     buckets: dict[str, int]
     families: dict[str, int]  # exclusive ns per family (and host_activity)
     overlapped: dict[str, int]  # per bucket: live but hidden under higher-priority work
-    op_ns: I64  # per event: the time it stands for (device: duration; CPU op: self time)
+    op_ns: I64  # per event, inside the window: device: its duration; CPU op: its self time
     op_family: npt.NDArray[np.int16]  # per event: family its time went to (CPU: inherited)
     #: per partition segment: index into BUCKETS. Starts as the winner's bucket (the name
     #: rules); later stages (roofline, KV stalls) relabel segments, and ``buckets`` is
@@ -58,13 +71,55 @@ class Attribution:
     segment_bucket: npt.NDArray[np.int8]
     #: per event: index into BUCKETS its time is listed under in op tables
     op_bucket: npt.NDArray[np.int8]
+    own_start_ns: int = 0  # the rank's own window (equal to the analysed one unless overridden)
+    own_ns: int = 0
 
 
-def attribute(events: Events, family: npt.NDArray[np.int16], names: NameTable) -> Attribution:
+def attribute(
+    events: Events,
+    family: npt.NDArray[np.int16],
+    names: NameTable,
+    window: Window | None = None,
+) -> Attribution:
+    """The partition of ``window`` (None: the rank's own window, ``own_window``)."""
+    own = own_window(events, family)
+    lo, hi = own if window is None else window
     is_device = np.isin(events.kind, DEVICE_KINDS)
     if is_device.any():
-        return _attribute_gpu(events, family, is_device, names)
-    return _attribute_cpu(events, family)
+        att = _attribute_gpu(events, family, is_device, names, lo, hi)
+    else:
+        att = _attribute_cpu(events, family, lo, hi)
+    return replace(att, own_start_ns=own[0], own_ns=own[1] - own[0])
+
+
+def own_window(events: Events, family: npt.NDArray[np.int16]) -> Window:
+    """The span this rank was profiled over: its device events, else its CPU ops and its
+    backend's communication spans (``family``: ``classify_events``), else its annotations /
+    Python frames / runtime calls."""
+    frame = np.flatnonzero(np.isin(events.kind, DEVICE_KINDS))
+    if not len(frame):
+        frame = np.flatnonzero(events.kind == Kind.CPU_OP)
+        frame = np.union1d(frame, _comm_annotations(events, family))
+    if not len(frame):
+        frame = np.flatnonzero(np.isin(events.kind, (Kind.ANNOTATION, Kind.PYTHON, Kind.RUNTIME)))
+    if not len(frame):
+        lo = int(events.start_ns.min()) if len(events) else 0
+        return lo, lo
+    return int(events.start_ns[frame].min()), int(events.end_ns[frame].max())
+
+
+def _comm_annotations(events: Events, family: npt.NDArray[np.int16]) -> npt.NDArray[np.intp]:
+    """Annotations the rule table names as communication (``classify``: gloo's spans)."""
+    return np.flatnonzero((events.kind == Kind.ANNOTATION) & (family != NOT_WORK))
+
+
+def _host_rows(events: Events, family: npt.NDArray[np.int16]) -> npt.NDArray[np.intp]:
+    host = np.isin(events.kind, (Kind.ANNOTATION, Kind.PYTHON, Kind.RUNTIME))
+    return np.flatnonzero(host & ~((events.kind == Kind.ANNOTATION) & (family != NOT_WORK)))
+
+
+def _clipped(start: I64, end: I64, lo: int, hi: int) -> I64:
+    return np.clip(end, lo, hi) - np.clip(start, lo, hi)
 
 
 def _attribute_gpu(
@@ -72,9 +127,10 @@ def _attribute_gpu(
     family: npt.NDArray[np.int16],
     is_device: npt.NDArray[np.bool_],
     names: NameTable,
+    lo: int,
+    hi: int,
 ) -> Attribution:
     start, end = events.start_ns, events.end_ns
-    lo, hi = int(start[is_device].min()), int(end[is_device].max())
     host = _host_activity(events, names)
     rows = np.flatnonzero(is_device)
     level = np.concatenate([FAMILY_LEVEL[family[rows]], np.full(host.sum(), HOST_LEVEL)])
@@ -86,7 +142,7 @@ def _attribute_gpu(
         lo,
         hi,
     )
-    op_ns = np.where(is_device, events.dur_ns, 0)
+    op_ns = np.where(is_device, _clipped(start, end, lo, hi), 0)
     return _result("gpu", lo, hi, part, op_ns, family)
 
 
@@ -100,21 +156,20 @@ def _host_activity(events: Events, names: NameTable) -> npt.NDArray[np.bool_]:
     return host
 
 
-def _attribute_cpu(events: Events, family: npt.NDArray[np.int16]) -> Attribution:
+def _attribute_cpu(events: Events, family: npt.NDArray[np.int16], lo: int, hi: int) -> Attribution:
     ops = np.flatnonzero(events.kind == Kind.CPU_OP)
-    hosts = np.flatnonzero(np.isin(events.kind, (Kind.ANNOTATION, Kind.PYTHON, Kind.RUNTIME)))
-    frame = ops if len(ops) else hosts
-    if not len(frame):
-        lo = hi = int(events.start_ns.min())
-    else:
-        lo = int(events.start_ns[frame].min())
-        hi = int(events.end_ns[frame].max())
+    comm, hosts = _comm_annotations(events, family), _host_rows(events, family)
     seg_s, seg_e, seg_fam, seg_op, op_family = _flatten(events, family, ops)
-    self_ns = np.bincount(seg_op, weights=seg_e - seg_s, minlength=len(events)).astype(np.int64)
-    level = np.concatenate([FAMILY_LEVEL[seg_fam], np.full(len(hosts), HOST_LEVEL)])
+    seg_ns = _clipped(seg_s, seg_e, lo, hi)
+    self_ns = np.bincount(seg_op, weights=seg_ns, minlength=len(events)).astype(np.int64)
+    start, end = events.start_ns, events.end_ns
+    self_ns[comm] = _clipped(start[comm], end[comm], lo, hi)  # a wait has no children
+    level = np.concatenate(
+        [FAMILY_LEVEL[seg_fam], FAMILY_LEVEL[family[comm]], np.full(len(hosts), HOST_LEVEL)]
+    )
     part = sweep(
-        np.concatenate([seg_s, events.start_ns[hosts]]),
-        np.concatenate([seg_e, events.end_ns[hosts]]),
+        np.concatenate([seg_s, start[comm], start[hosts]]),
+        np.concatenate([seg_e, end[comm], end[hosts]]),
         level,
         len(LEVELS),
         lo,
@@ -128,7 +183,8 @@ def _flatten(
     family: npt.NDArray[np.int16],
     ops: npt.NDArray[np.intp],
 ) -> tuple[I64, I64, npt.NDArray[np.int16], I64, npt.NDArray[np.int16]]:
-    """Self-time segments of nested ops, per thread; unnamed ops inherit their parent's family.
+    """Self-time segments of nested ops, per thread; unnamed ops inherit their parent's family,
+    and every op under a run-time compilation range is compilation.
 
     Returns segment starts, ends, families and owning rows, and each event's effective family.
     """
@@ -171,7 +227,8 @@ def _flatten(
         if stack:
             emit(cursor, s, stack[-1][1], stack[-1][2])
             e = min(e, stack[-1][0])  # a child never outlives its parent
-            f = stack[-1][1] if f in (NOT_WORK, UNCLASSIFIED_INDEX) else f
+            parent = stack[-1][1]
+            f = parent if f in (NOT_WORK, UNCLASSIFIED_INDEX) or parent == COMPILE_INDEX else f
         if f == NOT_WORK:
             f = UNCLASSIFIED_INDEX
         effective[row] = f

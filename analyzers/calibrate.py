@@ -8,6 +8,8 @@ achieved against what the roofline stage's cost model says, per bucket:
   at the device's peaks over the compute and HBM time measured in them (``decided_ns``,
   split by the rank's compute : HBM buckets), pooled over ranks and runs:
   ``flops_efficiency``, ``hbm_efficiency`` (a bound no step reached takes the other's).
+  A run whose efficiency comes out above 1 beat its peaks: they are suspect, and the fit is
+  refused (one domain error naming the run and the figure).
   Given single-device and TP × PP > 1 runs, the efficiencies come from the former and
   ``model_parallel_efficiency`` is the latter's kernel efficiency over theirs.
 * **collectives**: TP > 1 runs' exposed collective time per profiled step and rank, over the
@@ -166,6 +168,15 @@ def _split(runs: Sequence[Run]) -> tuple[list[Run], list[Run]]:
 
 
 def _kernels(runs: Sequence[Run], device: DeviceSpec, evidence: dict[str, str]) -> Costs:
+    for run in runs:  # faster than the peak: the peak (or the cost model) is wrong
+        for what, eff in zip(("compute", "HBM"), _efficiency([run], device), strict=True):
+            if eff is not None and eff > 1:
+                raise TracekitError(
+                    run.path,
+                    f"fitted {what} kernel efficiency {eff:.0%} is above 100%: the run beat "
+                    f"its peaks ({device.name}: {device.source}), so they are suspect; "
+                    "nothing to calibrate against",
+                )
     single, multi = _split(runs)
     base = single or multi
     measured = _efficiency(base, device)
@@ -277,6 +288,12 @@ def _host(runs: Sequence[Run], device: DeviceSpec, costs: Costs, evidence: dict[
         f"engine step (length in steps/ less the modelled device time, {steps} steps of "
         f"{names}) by the profiled window's host share"
     )
+    if spent <= 0:
+        evidence["step_overhead"] = (
+            f"0 ms, not measured: the modelled device time is not below the engine steps' "
+            f"length in steps/ ({-spent / max(steps, 1) * 1e3:.3g} ms over per step, {steps} "
+            f"steps of {names}), as when pipeline stages work on several steps at once"
+        )
     evidence["schedule_overhead"] = (
         f"{total * share * 1e3:.3g} ms: the other {share:.0%} (ranks idle, waiting for the "
         "engine core)"

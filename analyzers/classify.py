@@ -1,4 +1,10 @@
-"""Classification stage: every device event and host op gets a family from the rule table."""
+"""Classification stage: every device event and host op gets a family from the rule table.
+
+Annotations (``user_annotation``) are not work, except communication a backend records as
+one: gloo's ``gloo:recv`` / ``gloo:all_reduce`` … are ``RecordScope::USER_SCOPE`` spans, the
+time the transfer or collective actually ran. They get their communication family (p2p or a
+collective) from the same host rules; any other annotation stays ``NOT_WORK``.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from analyzers.rules import FAMILY_BUCKET, UNCLASSIFIED, classify_name
-from tracekit.buckets import PRIORITY
+from tracekit.buckets import BUBBLE, COLLECTIVE, PRIORITY
 from tracekit.model import Events, Kind, NameTable
 
 #: Families in a fixed order; an event's family is an index into this tuple (-1: not work).
@@ -27,19 +33,30 @@ LEVELS: Final[tuple[str, ...]] = (*LEVEL_FAMILIES, HOST_ACTIVITY)
 FAMILY_LEVEL: Final = np.array([LEVELS.index(f) for f in FAMILIES], dtype=np.int32)
 HOST_LEVEL: Final = len(LEVELS) - 1
 LEVEL_BUCKET: Final[tuple[str, ...]] = (*(FAMILY_BUCKET[f] for f in LEVEL_FAMILIES), "host")
+#: Families an annotation may carry: communication (p2p waits, collectives).
+COMM_FAMILIES: Final = frozenset(f for f in FAMILIES if FAMILY_BUCKET[f] in (COLLECTIVE, BUBBLE))
 
 
 @lru_cache(maxsize=65536)
-def _family_of(name: str, scope: Literal["device", "host"]) -> int:
+def _family_of(name: str, scope: Literal["device", "host", "annotation"]) -> int:
+    if scope == "annotation":
+        found = classify_name(name, "host")
+        return FAMILY_INDEX[found] if found in COMM_FAMILIES else NOT_WORK
     return FAMILY_INDEX[classify_name(name, scope)]
 
 
 def classify_events(events: Events, names: NameTable) -> npt.NDArray[np.int16]:
-    """Per event: the family index of device work and host ops, ``NOT_WORK`` for the rest."""
+    """Per event: the family index of device work, host ops and communication annotations
+    (module docstring), ``NOT_WORK`` for the rest."""
     family = np.full(len(events), NOT_WORK, dtype=np.int16)
     family[events.kind == Kind.MEMCPY] = FAMILY_INDEX["memcpy"]
     family[events.kind == Kind.MEMSET] = FAMILY_INDEX["memset"]
-    for kind, scope in ((Kind.KERNEL, "device"), (Kind.CPU_OP, "host")):
+    scopes: tuple[tuple[Kind, Literal["device", "host", "annotation"]], ...] = (
+        (Kind.KERNEL, "device"),
+        (Kind.CPU_OP, "host"),
+        (Kind.ANNOTATION, "annotation"),
+    )
+    for kind, scope in scopes:
         rows = np.flatnonzero(events.kind == kind)
         if not len(rows):
             continue
@@ -53,6 +70,8 @@ def classify_events(events: Events, names: NameTable) -> npt.NDArray[np.int16]:
 
 
 UNCLASSIFIED_INDEX: Final = FAMILY_INDEX[UNCLASSIFIED]
+#: a family that owns every op nested under it (run-time compilation)
+COMPILE_INDEX: Final = FAMILY_INDEX["compile"]
 
 
 #: Host ops that are MoE routing inside an MoE layer but sampling inside the sampler.

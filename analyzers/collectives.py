@@ -63,11 +63,13 @@ def collectives(ranks: Sequence[RankDigest], facts: RunFacts | None) -> Collecti
             if len(members) < 2:
                 one = calls[members[0]]
                 if one is not None and one.size_bytes is not None:
-                    lone = fallback_size(kind, None)
-                    factor = bus_factors(kind, one.group_size, lone)
+                    calls_n = len(one.size_bytes)
+                    factor = bus_factors(kind, one.group_size, fallback_size(kind, None), calls_n)
                     if _add(sized, one.size_bytes, factor, one.dur_ns):
                         sources.add(one.size_source or "")
                         alone.add(kind)
+                    elif (one.size_bytes > 0).any():
+                        unsized.add(kind)
                 continue
             mine = [c for i in members if (c := calls[i]) is not None]
             counts = [len(c.start_ns) for c in mine]
@@ -89,8 +91,7 @@ def collectives(ranks: Sequence[RankDigest], facts: RunFacts | None) -> Collecti
             if size is None:
                 continue
             known = mine[0].group_size[:n] if mine[0].group_size is not None else None
-            factor = bus_factors(kind, known, fallback_size(kind, len(members), ranks, facts))
-            factor = factor[:n] if len(factor) > n else np.resize(factor, n)
+            factor = bus_factors(kind, known, fallback_size(kind, len(members), ranks, facts), n)
             if _add(sized, size[:n], factor, durs.min(axis=0)):
                 sources.add(mine[0].size_source or "")
             elif (size[:n] > 0).any():
@@ -136,15 +137,16 @@ def fallback_size(
     return members if worlds == {len(ranks)} else None
 
 
-def bus_factors(kind: str, group: I64 | None, fallback: int | None) -> F64:
-    """Per call, NCCL's bus-bandwidth factor (nccl-tests' PERFORMANCE.md) over a
-    communicator of n ranks (the call's ``Group size``, else ``fallback``): all-reduce
-    2 (n − 1) / n; all-gather, reduce-scatter and all-to-all (n − 1) / n; p2p and others
-    (broadcast) 1. NaN where n is unknown; 0 for a communicator of one (nothing moves)."""
-    calls = len(group) if group is not None else 1
+def bus_factors(kind: str, group: I64 | None, fallback: int | None, calls: int) -> F64:
+    """Per call (``calls`` of them), NCCL's bus-bandwidth factor (nccl-tests'
+    PERFORMANCE.md) over a communicator of n ranks (the call's ``Group size``, else
+    ``fallback``): all-reduce 2 (n − 1) / n; all-gather, reduce-scatter and all-to-all
+    (n − 1) / n; p2p and others (broadcast) 1. NaN where n is unknown; 0 for a communicator
+    of one (nothing moves)."""
     n: F64 = np.full(calls, np.nan if fallback is None else float(fallback))
     if group is not None:
-        n[group > 0] = group[group > 0]
+        known = group[:calls]
+        n[: len(known)] = np.where(known > 0, known, n[: len(known)])
     if kind in ("p2p", "other_collective"):
         moves: F64 = np.where(n == 1, 0.0, 1.0)
         return moves

@@ -119,12 +119,21 @@ def digest(state: RankState, result: RankResult, facts: RunFacts | None) -> Rank
 
 
 def call_rows(state: RankState, kind: str) -> npt.NDArray[np.intp]:
-    """Rows of this rank's calls of ``kind`` in time order; nested calls count once."""
+    """Rows of this rank's calls of ``kind`` inside its analysed window, in time order;
+    nested calls count once. On a CPU rank whose backend records its own spans of ``kind``
+    (gloo's ``gloo:*`` annotations: the transfer itself, while the ``c10d::`` op only
+    enqueues it), those are the calls."""
     ev, att = state.trace.events, state.attribution
     if att is None:
         return np.zeros(0, dtype=np.intp)
+    mine = att.op_family == FAMILY_INDEX[kind]
+    lo, hi = att.window_start_ns, att.window_start_ns + att.window_ns
+    mine &= (ev.start_ns <= hi) & (ev.end_ns >= lo)
     kinds = DEVICE_KINDS if att.device == "gpu" else (Kind.CPU_OP,)
-    rows = np.flatnonzero(np.isin(ev.kind, kinds) & (att.op_family == FAMILY_INDEX[kind]))
+    rows = np.flatnonzero(np.isin(ev.kind, kinds) & mine)
+    spans = np.flatnonzero((ev.kind == Kind.ANNOTATION) & mine)
+    if att.device == "cpu" and len(spans):
+        rows = spans
     if not len(rows):
         return rows
     order = np.lexsort((-ev.dur_ns[rows], ev.start_ns[rows]))

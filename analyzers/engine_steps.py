@@ -5,7 +5,9 @@ standing for its interval: ``analyzers.vllm_log``). A step lasts until that engi
 step starts; the last step of each engine is taken to last the median step gap. From those
 durations: time-weighted KV-cache usage and batch sizes, the time the KV cache was near full while
 requests waited (the paper's capacity-trap signal), preemptions, and a timeline of at most
-``TIMELINE_POINTS`` points for reports and plots.
+``TIMELINE_POINTS`` points for reports and plots. The figures cover the whole run, not only
+the profiled window; means and shares leave out each engine's cold first step and long gaps
+(``analyzers.step_flags``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Final
 
 import numpy as np
 
+from analyzers.step_flags import flag_steps
 from analyzers.vllm_log import SOURCE, LogRecord
 from tracekit.analysis import EngineStats, TimelinePoint
 from tracekit.rundir import StepRecord
@@ -35,8 +38,11 @@ def engine_stats(records: Sequence[StepRecord]) -> EngineStats | None:
     logged = [r for r in records if isinstance(r, LogRecord)]
     dur = step_durations(records)
     total = int(dur.sum())
-    full_waiting = (kv >= KV_FULL) & ((waiting > 0) | (preempt > 0))
-    weights = dur / total if total else np.full(len(dur), 1 / len(dur))
+    flagged, _ = flag_steps(records, dur)
+    counted = np.where(flagged, 0, dur)
+    full_waiting = (kv >= KV_FULL) & ((waiting > 0) | (preempt > 0)) & ~flagged
+    kept = int(counted.sum())
+    weights = counted / kept if kept else (~flagged) / max(int((~flagged).sum()), 1)
     span = int(ts.max() - ts.min() + (dur[ts.argmax()] if len(dur) else 0))
     return EngineStats(
         engines=len(np.unique(engine)),
@@ -57,6 +63,8 @@ def engine_stats(records: Sequence[StepRecord]) -> EngineStats | None:
         timeline=_timeline(ts, kv, running, waiting, preempt),
         source=SOURCE if logged else "steps/",
         preemptions_measured=not logged or any(r.preemptions_logged for r in logged),
+        excluded_steps=int(flagged.sum()),
+        excluded_ns=int(dur[flagged].sum()),
     )
 
 

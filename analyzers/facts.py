@@ -13,9 +13,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
+from analyzers import engine_warnings
 from analyzers.cost_model import ModelConfig, Shard, dtype_bytes, kv_bytes_per_token
+from analyzers.run_config import Limits, scheduler_limits
 from analyzers.vllm_log import read_logs
 from tracekit import hardware, rundir
+from tracekit.analysis import EngineWarning
+from tracekit.cpu_probe import RecordedPeaks
 from tracekit.hardware import DeviceSpec
 from tracekit.model import RankId, Trace
 from tracekit.rundir import StepRecord
@@ -34,6 +40,9 @@ class RunFacts:
     records: tuple[StepRecord, ...] = ()
     spec: DeviceSpec | None = None
     spec_note: str = ""
+    limits: Limits = field(default_factory=Limits)  # max_num_seqs / max_num_batched_tokens
+    #: vLLM's log lines that change performance (logs/: analyzers.engine_warnings)
+    engine_warnings: tuple[EngineWarning, ...] = ()
 
     @property
     def usable_blocks(self) -> int | None:
@@ -55,7 +64,6 @@ def run_facts(trace: Trace) -> RunFacts:
     spec, note = device_spec(
         any(r.has_device for r in trace.ranks),
         [n for r in trace.ranks for n in r.device_names],
-        facts.model,
         trace.manifest,
     )
     return replace(facts, spec=spec, spec_note=note)
@@ -64,18 +72,52 @@ def run_facts(trace: Trace) -> RunFacts:
 def device_spec(
     has_device: bool,
     device_names: Sequence[str],
-    model: ModelConfig | None,
     manifest: dict[str, Any] | None,
 ) -> tuple[DeviceSpec | None, str]:
-    """The peaks ranks are judged against: the first GPU the spec table knows among the
-    ranks' devices (in rank order), else, for a CPU run with a model, the measured CPU."""
+    """The peaks ranks are judged against, and why there are none if not.
+
+    The rule (DESIGN.md, "Reproducible"): only what the input records applies, never the
+    analysing machine. A GPU run: the first GPU the spec table knows among the ranks'
+    devices (in rank order), else among the GPUs the manifest's ``peaks`` names. A CPU run
+    directory: the CPU probe its manifest recorded at capture (``peaks.cpu_probe``); without
+    one, no CPU peaks. A bare CPU trace: none either — it does not say which CPU ran it, so
+    this machine's ``tracekit hw`` figures cannot be known to apply."""
+    recorded = _recorded(manifest)
     names = [n for n in device_names if n]
     if has_device:
+        names += recorded.gpus if isinstance(recorded, RecordedPeaks) else []
         spec = next((s for s in map(hardware.gpu_spec, names) if s), None)
         return spec, "" if spec else f"no spec-table row for the device(s) {sorted(set(names))}"
-    if model is not None:
-        return hardware.cpu_spec(((manifest or {}).get("hardware") or {}).get("cpu_model"))
-    return None, ""
+    if manifest is None:
+        return None, BARE_CPU
+    if isinstance(recorded, str):
+        return None, recorded
+    if recorded is None:
+        return None, NOT_RECORDED
+    if recorded.cpu_probe is None:
+        return None, f"the CPU probe measured nothing at capture: {recorded.error or 'no reason'}"
+    return recorded.cpu_probe.spec("recorded at capture (manifest)"), ""
+
+
+BARE_CPU = (
+    "a bare CPU trace does not say which CPU ran it, so no measured peaks apply (a "
+    "`tracekit capture` run directory records them)"
+)
+NOT_RECORDED = (
+    "the run's manifest records no CPU peaks (captured before tracekit recorded them): "
+    "re-capture it; this machine's `tracekit hw` figures never stand in for the run's CPU"
+)
+
+
+def _recorded(manifest: dict[str, Any] | None) -> RecordedPeaks | str | None:
+    """The manifest's ``peaks``, or why they are unreadable."""
+    raw = (manifest or {}).get("peaks")
+    if raw is None:
+        return None
+    try:
+        return msgspec.convert(raw, RecordedPeaks)
+    except msgspec.ValidationError as exc:
+        return f"the manifest's peaks are unreadable ({exc})"
 
 
 def manifest_facts(run_dir: str | None, manifest: dict[str, Any] | None) -> RunFacts:
@@ -103,4 +145,6 @@ def manifest_facts(run_dir: str | None, manifest: dict[str, Any] | None) -> RunF
         num_blocks=kv.get("num_blocks"),
         kv_dtype_bytes=None if kv_dtype in (None, "auto") else dtype_bytes(kv_dtype),
         records=records,
+        limits=scheduler_limits(manifest),
+        engine_warnings=engine_warnings.read(run_dir),
     )

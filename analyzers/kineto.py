@@ -4,17 +4,17 @@ The file is read streaming (``analyzers.stream``): decompressed block by block, 
 ``traceEvents`` array decoded in chunks of complete events into small typed structs that keep
 only the fields the stages use, turned into numpy columns and dropped, so memory holds about
 one block of text plus the columns, whatever the file's size. The other top-level keys are
-read wherever they are (Kineto writes ``baseTimeNanoseconds`` after the events).
+read wherever they are (Kineto writes ``baseTimeNanoseconds`` after the events). A field
+of another type than Kineto's is read, not refused (``analyzers.kineto_events``).
 Timestamps are converted once to int64 nanoseconds: integers and small floats
-arithmetically (exact: see ``_EXACT_FLOAT_US``), large fractional floats from their
-decimal text, never through a lossy float product.
+arithmetically (exact: see ``kineto_events._EXACT_FLOAT_US``), large fractional floats
+from their decimal text, never through a lossy float product.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from decimal import InvalidOperation
 from operator import attrgetter
 from pathlib import Path
 from typing import Any
@@ -23,8 +23,21 @@ import msgspec
 import numpy as np
 
 from analyzers.column_table import ColumnTable
-from analyzers.kineto_values import MAX_US, decimal_us_to_ns, signature, us_to_ns
-from analyzers.op_cost import dtype_size
+from analyzers.kineto_events import (
+    ABSENT,
+    BAD_TIME,
+    EVENTS,
+    TOP_LEVEL,
+    Args,
+    Event,
+    count,
+    group_sizes,
+    msg_bytes,
+    read_args,
+    read_times,
+    read_top_level,
+)
+from analyzers.kineto_values import as_int, signature, text_column
 from analyzers.stream import BLOCK, Reader, check_value, decode_text
 from tracekit.errors import TracekitError
 from tracekit.model import (
@@ -38,11 +51,6 @@ from tracekit.model import (
 )
 
 log = logging.getLogger(__name__)
-
-# |ts| below 2**42 µs: a float parsed from a decimal with up to 3 fractional digits, times
-# 1000 and rounded, gives back the exact integer nanoseconds (parse error + product error
-# < 0.5 ns). Kineto's relative timestamps exceed this after ~50 days of process uptime.
-_EXACT_FLOAT_US = float(2**42)
 
 _CATEGORY_KIND: dict[str, Kind] = {
     "cpu_op": Kind.CPU_OP,
@@ -61,62 +69,12 @@ _CATEGORY_KIND: dict[str, Kind] = {
 }
 
 
-_ABSENT = msgspec.Raw()
-
-
-class _Args(msgspec.Struct, gc=False):
-    correlation: int = NO_VALUE
-    stream: int = NO_VALUE
-    device: int = NO_VALUE
-    external_id: int = msgspec.field(default=NO_VALUE, name="External id")
-    # record_shapes: kept as text, interned per distinct signature, decoded once each
-    # (msgspec.Raw takes no union: an empty Raw means absent)
-    dims: msgspec.Raw = msgspec.field(default=_ABSENT, name="Input Dims")
-    types: msgspec.Raw = msgspec.field(default=_ABSENT, name="Input type")
-    # collectives (record_param_comms ops, NCCL kernels): decoded only where present
-    in_nelems: msgspec.Raw = msgspec.field(default=_ABSENT, name="In msg nelems")
-    out_nelems: msgspec.Raw = msgspec.field(default=_ABSENT, name="Out msg nelems")
-    dtype: msgspec.Raw = _ABSENT
-    group: msgspec.Raw = msgspec.field(default=_ABSENT, name="Group size")
-
-
-class _Event(msgspec.Struct, gc=False):
-    ph: str = ""
-    name: str = ""
-    cat: str = ""
-    ts: int | float = 0
-    dur: int | float = 0
-    pid: int | str = 0
-    tid: int | str = 0
-    args: _Args | None = None
-
-
-class _RawTsEvent(msgspec.Struct, gc=False):
-    ph: str = ""
-    ts: msgspec.Raw = msgspec.Raw(b"0")
-
-
-_EVENTS = msgspec.json.Decoder(list[_Event])
-_RAW_TS = msgspec.json.Decoder(list[_RawTsEvent])
 _OUTLINE = msgspec.json.Decoder(dict[str, msgspec.Raw])  # what a non-object root is checked by
-#: the top-level keys kept, wherever they are in the document, and what each must be
-_FIELDS: dict[str, msgspec.json.Decoder[Any]] = {
-    "baseTimeNanoseconds": msgspec.json.Decoder(int | None),
-    "distributedInfo": msgspec.json.Decoder(dict[str, Any] | None),
-    "deviceProperties": msgspec.json.Decoder(list[dict[str, Any]] | None),
-    "vllm_version": msgspec.json.Decoder(str | None),
-    "schemaVersion": msgspec.json.Decoder(int | None),
-}
+_ANY = msgspec.json.Decoder()  # each kept top-level key is read whatever its type
 _NOT_A_LIST = msgspec.json.Decoder(list[msgspec.Raw] | None)
-_NO_ARGS = _Args()
 _MAX_BASE_NS = 4 * 10**18
-_ARG_COLUMNS = ("correlation", "stream", "device", "external_id")
 _DTYPES = {"kind": np.int8, "name_id": np.int32, "shape_id": np.int32, "group_size": np.int32}
-_COUNT = msgspec.json.Decoder(int)
-_TEXT = msgspec.json.Decoder(str)
 _BAD_SHAPES = "input shapes in a form not modelled ('Input Dims' / 'Input type')"
-_BAD_SIZES = "collective message sizes not modelled ('In/Out msg nelems', 'dtype')"
-_BAD_GROUP = "collective group sizes not modelled ('Group size')"
 
 
 @dataclass(frozen=True)
@@ -152,8 +110,8 @@ def parse_trace(path: Path, block: int = BLOCK) -> ParsedTrace:
             text = reader.value()
             if key == "traceEvents" and decode_text(path, _NOT_A_LIST, text, at, key) is None:
                 builder = None
-            elif key in _FIELDS:
-                fields[key] = decode_text(path, _FIELDS[key], text, at, key)
+            elif key in TOP_LEVEL:
+                fields[key] = decode_text(path, _ANY, text, at, key)
             else:
                 check_value(path, text, at)
         if builder is None:
@@ -166,12 +124,15 @@ def parse_trace(path: Path, block: int = BLOCK) -> ParsedTrace:
     reader.end()
     if builder is None:  # pragma: no cover - every branch above sets it or raises
         raise TracekitError(path, "not a trace: no 'traceEvents'")
+    fields = read_top_level(fields, builder.ignored)
     base = fields.get("baseTimeNanoseconds") or 0
     if not 0 <= base <= _MAX_BASE_NS:
         raise TracekitError(path, f"corrupt trace: baseTimeNanoseconds {base} out of range")
     ev = builder.events(base)
     if not len(ev):
-        raise TracekitError(path, "empty trace: no complete ('X') events")
+        left_out = builder.ignored.get(BAD_TIME)
+        why = f" ({left_out} {BAD_TIME})" if left_out else ""
+        raise TracekitError(path, f"empty trace: no complete ('X') events{why}")
     meta = {k: fields.get(k) for k in ("schemaVersion", "vllm_version")}
     return ParsedTrace(
         events=ev,
@@ -186,7 +147,7 @@ def parse_trace(path: Path, block: int = BLOCK) -> ParsedTrace:
 
 def _read_events(reader: Reader, path: Path) -> _Builder:
     builder = _Builder(path)
-    for events, chunk, _ in reader.array(_EVENTS):
+    for events, chunk, _ in reader.array(EVENTS):
         builder.add(events, chunk)
     return builder
 
@@ -205,7 +166,7 @@ class _Builder:
         #: (name id, raw 'Input Dims' text, raw 'Input type' text) → raw shape id
         self.signatures: dict[tuple[int, bytes, bytes], int] = {}
 
-    def add(self, events: list[_Event], chunk: bytes) -> None:
+    def add(self, events: list[Event], chunk: bytes) -> None:
         """One chunk of decoded events; ``chunk`` is their text (for exact timestamps)."""
         complete = [e for e in events if e.ph == "X"]
         begin_end = sum(1 for e in events if e.ph in ("B", "E"))
@@ -215,110 +176,68 @@ class _Builder:
         if not complete:
             return
         try:
-            self._columns(chunk, complete)
+            start, dur, complete = read_times(self.path, chunk, complete, self.ignored)
+            if complete:
+                self._columns(start, dur, complete)
         except (OverflowError, ValueError) as exc:
             raise TracekitError(
                 self.path, f"corrupt trace: a value is out of range ({exc})"
             ) from None
 
-    def _columns(self, chunk: bytes, complete: list[_Event]) -> None:
-        dur = us_to_ns(np.array(list(map(_DUR, complete))))
+    def _columns(self, start: np.ndarray, dur: np.ndarray, complete: list[Event]) -> None:
         if (dur < 0).any():
             raise TracekitError(
                 self.path, f"corrupt trace: {int((dur < 0).sum())} negative durations"
             )
-        cat_id = _intern(self.cats, list(map(_CAT, complete)))
+        cat_id = _intern(self.cats, text_column(list(map(_CAT, complete))))
         kind_of = np.array(
             [_CATEGORY_KIND.get(c.lower(), Kind.OTHER) for c in self.cats], dtype=np.int8
         )
         columns = {
-            "start_ns": self._start_ns(chunk, complete),
+            "start_ns": start,
             "dur_ns": dur,
-            "name_id": _intern(self.names, list(map(_NAME, complete))),
+            "name_id": _intern(self.names, text_column(list(map(_NAME, complete)))),
             "kind": kind_of[cat_id],
         }
         columns["pid"], columns["tid"] = self._ids(
             list(map(_PID, complete)), list(map(_TID, complete))
         )
-        args = [e.args or _NO_ARGS for e in complete]
-        for name in _ARG_COLUMNS:
-            columns[name] = np.fromiter(map(attrgetter(name), args), np.int64, len(args))
+        args, ids = read_args(complete, self.ignored)
+        columns |= ids
         # most chunks hold no shapes or sizes (list.count compares by identity first: fast)
         dims = list(map(_DIMS, args))
-        if dims.count(_ABSENT) != len(args):
+        if dims.count(ABSENT) != len(args):
             columns["shape_id"] = self._shape_ids(args, dims, columns["name_id"])
         n = len(args)
-        if list(map(_IN, args)).count(_ABSENT) != n or list(map(_OUT, args)).count(_ABSENT) != n:
-            columns["msg_bytes"] = self._msg_bytes(args)
-        if list(map(_GROUP, args)).count(_ABSENT) != n:
-            columns["group_size"] = self._group_sizes(args)
+        if list(map(_IN, args)).count(ABSENT) != n or list(map(_OUT, args)).count(ABSENT) != n:
+            columns["msg_bytes"] = msg_bytes(args, self.ignored)
+        if list(map(_GROUP, args)).count(ABSENT) != n:
+            columns["group_size"] = group_sizes(args, self.ignored)
         self.table.append(columns)  # a column left out is NO_VALUE: held only once seen
 
     def _shape_ids(
-        self, args: list[_Args], dims: list[msgspec.Raw], name_ids: np.ndarray
+        self, args: list[Args], dims: list[msgspec.Raw], name_ids: np.ndarray
     ) -> np.ndarray:
         """Per event: the id of its (name, raw signature text) (canonicalised in ``events``)."""
         out = np.full(len(args), NO_VALUE, dtype=np.int32)
         ids = self.signatures
-        for i in [i for i, d in enumerate(dims) if d is not _ABSENT]:
+        for i in [i for i, d in enumerate(dims) if d is not ABSENT]:
             types = args[i].types
             key = (int(name_ids[i]), bytes(dims[i]), bytes(types) if len(types) else b"[]")
             out[i] = ids.setdefault(key, len(ids))
         return out
 
-    def _msg_bytes(self, args: list[_Args]) -> np.ndarray:
-        """Per event: max(in, out) message elements × dtype bytes, where Kineto recorded them
-        (NCCL's size convention: the all-gathered output, the reduce-scattered input)."""
-        out = np.full(len(args), NO_VALUE, dtype=np.int64)
-        for i, a in enumerate(args):
-            if a.in_nelems is _ABSENT and a.out_nelems is _ABSENT:
-                continue
+    def _ids(self, pids: list[Any], tids: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+        """pid/tid: integers as they are (numbers in other forms read as ints), other values
+        (labels) mapped to stable negative ids, numbered in event order (pid before tid), so
+        chunk boundaries never change them."""
+        if set(map(type, pids)) <= {int} and set(map(type, tids)) <= {int}:
             try:
-                count = max(_COUNT.decode(n) for n in (a.in_nelems, a.out_nelems) if len(n))
-                size = dtype_size(_TEXT.decode(a.dtype)) if len(a.dtype) else None
-            except msgspec.DecodeError:
-                size = None
-            if size is None or not 0 <= count * size < 2**62:
-                self.ignored[_BAD_SIZES] = self.ignored.get(_BAD_SIZES, 0) + 1
-                continue
-            out[i] = count * size
-        return out
-
-    def _group_sizes(self, args: list[_Args]) -> np.ndarray:
-        """Per event: its communicator's size (Kineto's ``Group size``), where recorded."""
-        out = np.full(len(args), NO_VALUE, dtype=np.int32)
-        for i, a in enumerate(args):
-            if a.group is _ABSENT:
-                continue
-            try:
-                size = _COUNT.decode(a.group)
-            except msgspec.DecodeError:
-                size = 0
-            if not 0 < size < 2**31:
-                self.ignored[_BAD_GROUP] = self.ignored.get(_BAD_GROUP, 0) + 1
-                continue
-            out[i] = size
-        return out
-
-    def _start_ns(self, chunk: bytes, complete: list[_Event]) -> np.ndarray:
-        ts = np.array(list(map(_TS, complete)))
-        if ts.dtype.kind != "f" or not len(ts) or np.abs(ts).max() < _EXACT_FLOAT_US:
-            return us_to_ns(ts)
-        # Large fractional floats: re-read the timestamps' decimal text for exact nanoseconds.
-        texts = [bytes(r.ts) for r in _RAW_TS.decode(chunk) if r.ph == "X"]
-        try:
-            exact = [decimal_us_to_ns(t) for t in texts]
-        except (InvalidOperation, ValueError) as exc:
-            raise TracekitError(self.path, f"corrupt timestamp ({exc})") from None
-        if max(abs(v) for v in exact) > MAX_US * 1000:
-            raise ValueError("a timestamp is beyond ±4e15 µs")
-        return np.array(exact, dtype=np.int64)
-
-    def _ids(self, pids: list[int | str], tids: list[int | str]) -> tuple[np.ndarray, np.ndarray]:
-        """pid/tid: integers as they are, strings mapped to stable negative ids, numbered in
-        event order (pid before tid), so chunk boundaries never change them."""
-        if all(type(v) is int for v in pids) and all(type(v) is int for v in tids):
-            return np.array(pids, dtype=np.int64), np.array(tids, dtype=np.int64)
+                return np.array(pids, dtype=np.int64), np.array(tids, dtype=np.int64)
+            except OverflowError:
+                pass
+        pids = [str(v) if (n := as_int(v)) is None else n for v in pids]
+        tids = [str(v) if (n := as_int(v)) is None else n for v in tids]
         labels = self.labels
         for pid, tid in zip(pids, tids, strict=True):
             if type(pid) is not int:
@@ -347,7 +266,7 @@ class _Builder:
             bad = int((raw == _UNREADABLE).sum())
             if bad:
                 raw[raw == _UNREADABLE] = NO_VALUE
-                self.ignored[_BAD_SHAPES] = self.ignored.get(_BAD_SHAPES, 0) + bad
+                count(self.ignored, _BAD_SHAPES, bad)
         return Events(**columns, shapes=shapes)
 
     def _shape_table(self) -> tuple[ShapeTable, np.ndarray]:
@@ -364,7 +283,7 @@ class _Builder:
         return ShapeTable(tuple(seen)), canonical
 
 
-_NAME, _CAT, _TS, _DUR = (attrgetter(k) for k in ("name", "cat", "ts", "dur"))
+_NAME, _CAT = attrgetter("name"), attrgetter("cat")
 _PID, _TID = attrgetter("pid"), attrgetter("tid")
 _DIMS, _IN, _OUT = (attrgetter(k) for k in ("dims", "in_nelems", "out_nelems"))
 _GROUP = attrgetter("group")

@@ -7,7 +7,9 @@ partition stays exact):
   wait or were just preempted: the engine runs a batch the cache caps, and the rest of the
   time is not work (a step lasts until the engine's next step; the last one the median gap).
   Full means at least ``KV_FULL`` of the blocks in use, or fewer free blocks than one running
-  sequence holds on average (a small cache cannot admit one more sequence of that size);
+  sequence holds on average (a small cache cannot admit one more sequence of that size).
+  A step whose running batch is at ``max_num_seqs`` (when the run records it) is not a KV
+  stall whatever the cache: the scheduler's limit, not the KV blocks, holds the queue;
 * **recompute**: vLLM recomputes a preempted request from scratch when it resumes, and counts
   a resumed request (it has output tokens) as a *generation* request scheduling many tokens.
   A step annotated ``generation_M(G)`` with G > M recomputes G − M tokens; that token share
@@ -17,7 +19,9 @@ partition stays exact):
 
 The run-level report sets the capacity ceiling, the sequences the cache holds at the context
 the running sequences had while it was full (block-rounded, from KV usage), against the
-running batch.
+running batch and ``max_num_seqs``, and names the limit that held waiting requests
+(``analyzers.run_config.binding_limit``). Its shares and means leave out each engine's cold
+first step and long gaps (``analyzers.step_flags``).
 
 Without ``steps/`` the records are vLLM's own periodic stats log lines
 (``analyzers.vllm_log``): one sample of running / waiting / KV usage per engine and logging
@@ -39,12 +43,15 @@ from analyzers.attribute import BUCKET_INDEX, Attribution, relabel, segment_inte
 from analyzers.engine_steps import KV_FULL, step_durations
 from analyzers.facts import RunFacts
 from analyzers.roofline import step_windows
+from analyzers.run_config import Limits, binding_limit, capped_by_seqs
+from analyzers.step_flags import flag_steps
 from analyzers.steps import StepRow
 from analyzers.vllm_log import SOURCE as LOG_SOURCE
 from analyzers.vllm_log import LogRecord
 from tracekit.analysis import KvReport, RankKv, RankResult
 from tracekit.buckets import COMPUTE, HBM, HOST, IDLE, KV_STALL, MOE_ROUTING
 from tracekit.model import Events, RankId
+from tracekit.run_context import OUTLIER_FACTOR
 from tracekit.rundir import StepRecord
 
 I64 = npt.NDArray[np.int64]
@@ -53,8 +60,11 @@ _SPARE = (BUCKET_INDEX[HOST], BUCKET_INDEX[IDLE])
 _KV = BUCKET_INDEX[KV_STALL]
 
 
-def stalled(records: Sequence[StepRecord], usable_blocks: int | None) -> npt.NDArray[np.bool_]:
-    """Per record: the KV cache is full (module docstring) while requests wait or were preempted."""
+def stalled(
+    records: Sequence[StepRecord], usable_blocks: int | None, max_num_seqs: int | None = None
+) -> npt.NDArray[np.bool_]:
+    """Per record: the KV cache is full (module docstring) while requests wait or were
+    preempted, and the running batch is below max_num_seqs (where known)."""
     kv = np.array([r.kv_usage for r in records], dtype=np.float64)
     running = np.array([r.running for r in records], dtype=np.float64)
     queued = np.array([r.waiting > 0 or r.preemptions > 0 for r in records], dtype=bool)
@@ -63,7 +73,7 @@ def stalled(records: Sequence[StepRecord], usable_blocks: int | None) -> npt.NDA
         used = kv * usable_blocks
         per_seq = np.divide(used, running, out=np.zeros_like(used), where=running > 0)
         full |= (running > 0) & (usable_blocks - used < per_seq - 1e-9)
-    out: npt.NDArray[np.bool_] = full & queued
+    out: npt.NDArray[np.bool_] = full & queued & ~capped_by_seqs(records, max_num_seqs)
     return out
 
 
@@ -87,11 +97,14 @@ def durations(records: Sequence[StepRecord]) -> I64:
 
 
 def stall_intervals(
-    records: Sequence[StepRecord], engine: int, usable_blocks: int | None
+    records: Sequence[StepRecord],
+    engine: int,
+    usable_blocks: int | None,
+    max_num_seqs: int | None = None,
 ) -> tuple[I64, I64]:
     """Merged, sorted intervals of one engine's stalled steps (log lines: module docstring)."""
     dur = durations(records)
-    hit = stalled(records, usable_blocks)
+    hit = stalled(records, usable_blocks, max_num_seqs)
     if coarse(records):
         hit = hit & _bracketed(records, hit)
     spans: list[list[int]] = []
@@ -141,7 +154,9 @@ def kv_stall(
     recompute_ns = 0
     if redo:
         att, recompute_ns = _recompute(att, events, steps, redo)
-    starts, ends = stall_intervals(facts.records, identity.dp or 0, facts.usable_blocks)
+    starts, ends = stall_intervals(
+        facts.records, identity.dp or 0, facts.usable_blocks, facts.limits.max_num_seqs
+    )
     att = split(att, np.concatenate([starts, ends]))
     seg = segment_interval(att, starts, ends)
     labels = att.segment_bucket.copy()
@@ -192,31 +207,42 @@ def kv_report(facts: RunFacts, ranks: Sequence[RankResult]) -> KvReport | None:
     if not records:
         return None
     src, logged = source(records), coarse(records)
-    dur = durations(records).astype(np.float64)
+    whole = durations(records)
+    flagged, _ = flag_steps(records, whole)
+    keep = ~flagged
+    dur = np.where(flagged, 0, whole).astype(np.float64)  # flagged steps weigh nothing
     running = np.array([r.running for r in records], dtype=np.float64)
-    waiting = np.array([r.waiting for r in records]) > 0
+    waiting = (np.array([r.waiting for r in records]) > 0) & keep
     kv = np.array([r.kv_usage for r in records], dtype=np.float64)
-    usable, block = facts.usable_blocks, facts.block_size
-    hit = stalled(records, usable)
+    usable, block, limits = facts.usable_blocks, facts.block_size, facts.limits
+    hit = stalled(records, usable, limits.max_num_seqs) & keep
     total = float(dur.sum())
-    share = float(dur[hit].sum() / total) if total else float(hit.mean())
+    share = float(dur[hit].sum() / total) if total else float(hit[keep].mean())
+    step_share = dur / total if total else keep / max(int(keep.sum()), 1)
+    binds, held = binding_limit(records, step_share, hit, limits)
     evidence: list[str] = []
     if logged and isinstance(records[0], LogRecord):
         evidence.append(f"source: {records[0].basis}")
     unit = "logged interval(s)" if logged else "step(s)"
     evidence.append(
         f"KV cache full (≥{KV_FULL:.0%} of blocks, or no room for one more sequence) while "
-        f"requests waited or were preempted: {int(hit.sum())} of {len(records)} {unit}, "
+        f"requests waited or were preempted: {int(hit.sum())} of {int(keep.sum())} {unit}, "
         f"{share:.1%} of {'logged' if logged else 'engine step'} time ({src})"
+        + (
+            f"; {int(flagged.sum())} step(s) left out (each engine's first, cold step and "
+            f"gaps > {OUTLIER_FACTOR:g}× the median step)"
+            if flagged.any()
+            else ""
+        )
     )
     per_seq = ceiling = at_max = cache_bytes = None
     shard = facts.shard(RankId(pp=0))
     per_token = facts.kv_bytes_per_token(shard)
     if usable and block:
-        pick = (running > 0) & (kv >= KV_FULL)
+        pick = (running > 0) & (kv >= KV_FULL) & keep
         basis = "while full"
         if not pick.any():
-            pick, basis = running > 0, "over the run"
+            pick, basis = (running > 0) & keep, "over the run"
         if pick.any():
             blocks = kv[pick] * usable / running[pick]
             weights = dur[pick] if dur[pick].sum() else None
@@ -253,6 +279,7 @@ def kv_report(facts: RunFacts, ranks: Sequence[RankResult]) -> KvReport | None:
         + (f", mean {run_wait:.1f} while requests waited" if run_wait is not None else "")
         + f" ({src})"
     )
+    evidence += _limit_lines(limits, binds, held, ceiling)
     chosen: dict[int | None, RankResult] = {}
     for r in ranks:
         if r.kv is not None:
@@ -294,4 +321,43 @@ def kv_report(facts: RunFacts, ranks: Sequence[RankResult]) -> KvReport | None:
         stall_ns=stall,
         stall_share=stall / window if window else 0.0,
         evidence=evidence,
+        max_num_seqs=limits.max_num_seqs,
+        max_num_batched_tokens=limits.max_num_batched_tokens,
+        limits_source=limits.source,
+        binding_limit=binds,
+        seqs_capped_share=round(held.get("max_num_seqs", 0.0), 6),
     )
+
+
+_BINDS = {
+    "max_num_seqs": "the running batch was at max_num_seqs: the scheduler's limit, not the KV "
+    "cache, held the queue (not capacity-bound)",
+    "kv_blocks": "the KV cache was full: the cache held the queue",
+    "max_num_batched_tokens": "the step used its whole token budget (max_num_batched_tokens): "
+    "prefill chunking held the queue",
+    "unknown": "none of max_num_seqs, the KV cache or the token budget was at its limit "
+    "(or the limits were not recorded)",
+}
+
+
+def _limit_lines(
+    limits: Limits, binds: str | None, held: dict[str, float], ceiling: int | None
+) -> list[str]:
+    """Which limit binds: the scheduler's (max_num_seqs, token budget) or the KV cache's."""
+    if limits.source is None:
+        told = "max_num_seqs / max_num_batched_tokens not recorded"
+    else:
+        told = (
+            f"max_num_seqs {limits.max_num_seqs or 'not recorded'}, max_num_batched_tokens "
+            f"{limits.max_num_batched_tokens or 'not recorded'} ({limits.source})"
+        )
+        if limits.max_num_seqs and ceiling is not None and limits.max_num_seqs < ceiling:
+            told += f"; max_num_seqs caps the batch below the KV ceiling of {ceiling}"
+    out = [f"scheduler limits: {told}"]
+    if binds is not None:
+        parts = ", ".join(f"{k} {v:.1%}" for k, v in held.items() if v)
+        out.append(
+            f"binding limit while requests waited: {binds}: {_BINDS[binds]} "
+            f"(share of step time: {parts or 'none'})"
+        )
+    return out

@@ -13,6 +13,7 @@ import numpy as np
 
 from analyzers.discover import Discovered, TraceFile, discover
 from analyzers.kineto import ParsedTrace
+from analyzers.kineto_values import as_int
 from analyzers.parallel import Progress, parse_all
 from tracekit.errors import TracekitError
 from tracekit.model import DEVICE_KINDS, NameTable, RankId, RankTrace, Trace
@@ -66,7 +67,7 @@ def rank_trace(
     events = parsed.events.remap_names(mapping)
     device_rows = np.isin(events.kind, DEVICE_KINDS)
     devices = tuple(int(d) for d in np.unique(events.device[device_rows]) if d >= 0)
-    props = {p.get("id"): p for p in parsed.device_properties if isinstance(p, dict)}
+    props = {as_int(p.get("id")): p for p in parsed.device_properties if isinstance(p, dict)}
     device_names = tuple(str(props[d].get("name", "")) for d in devices if d in props)
     identity = _identity(file, parsed.distributed_info) if alone else RankId(source="none")
     nsys = parsed.metadata.get("nsys")
@@ -101,8 +102,9 @@ def _identity(file: TraceFile, dist: dict[str, Any] | None) -> RankId:
     values: dict[str, int | None] = dict.fromkeys(_ID_FIELDS)
     sources: list[str] = []
     dist = dist or {}
-    if isinstance(dist.get("rank"), int):
-        values["rank"] = dist["rank"]
+    rank, world = (as_int(dist.get(k)) for k in ("rank", "world_size"))  # "3" is 3, too
+    if rank is not None and rank >= 0:
+        values["rank"] = rank
         sources.append("distributedInfo")
     for label, fields in (("file name", file.name_fields), ("manifest", file.manifest_fields)):
         used = False
@@ -112,7 +114,7 @@ def _identity(file: TraceFile, dist: dict[str, Any] | None) -> RankId:
                 used = True
         if used:
             sources.append(label)
-    world = dist.get("world_size") if isinstance(dist.get("world_size"), int) else None
+    world = world if world is not None and world > 0 else None
     return RankId(world_size=world, source="+".join(sources) or "none", **values)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -12,7 +13,11 @@ from analyzers.digest import RankDigest, RunInfo
 from analyzers.engine_steps import engine_stats
 from analyzers.facts import RunFacts
 from analyzers.kv_stall import kv_report
+from analyzers.overhead import run_context
+from analyzers.peaks import peaks_report
 from analyzers.regime import Reports, verdict
+from analyzers.step_flags import window_outliers
+from analyzers.window import compile_warnings, window_warnings
 from tracekit import __version__
 from tracekit.analysis import ROOFLINE, Analysis, RankResult, StepStats, check_invariant
 
@@ -35,11 +40,16 @@ def merge(run: RunInfo, digests: Sequence[RankDigest], facts: RunFacts) -> Analy
     warnings = list(run.warnings)
     for rank in results:
         warnings += [f"{rank.label}: {n} {why}" for why, n in rank.ignored.items()]
+    warnings += window_warnings(results)
+    warnings += compile_warnings(results)
     if facts.model is not None and facts.spec is None and facts.spec_note:
         warnings.append(f"roofline not applied: {facts.spec_note}")
     engine = engine_stats(facts.records)
     basis = compute_hbm_basis(results, facts)
     lay = facts.layout
+    device: Literal["gpu", "cpu"] = "gpu" if any(r.device == "gpu" for r in results) else "cpu"
+    context = run_context(facts.records, results, run.manifest, device)
+    peaks = peaks_report(results, facts.spec, facts.spec_note)
     reports = Reports(
         kv=kv_report(facts, results),
         collectives=collectives(digests, facts),
@@ -48,17 +58,21 @@ def merge(run: RunInfo, digests: Sequence[RankDigest], facts: RunFacts) -> Analy
         step_stats=step_stats(results),
         layout={"dp": facts.dp, "tp": lay.tp, "pp": lay.pp, "ep": lay.ep},
         moe_model=bool(facts.model and facts.model.experts),
+        context=context,
+        dtype=((run.manifest or {}).get("model") or {}).get("dtype"),
+        peak_suspect=peaks.suspect,
     )
     analysis = Analysis(
         tracekit_version=__version__,
         source=run.source,
         run_dir=run.run_dir,
-        device="gpu" if any(r.device == "gpu" for r in results) else "cpu",
+        device=device,
         compute_hbm_basis=basis,
         ranks=results,
         step_stats=list(reports.step_stats),
         regime=verdict(results, basis, engine, reports),
         warnings=warnings,
+        engine_warnings=list(facts.engine_warnings),
         engine=engine,
         manifest=run.manifest,
         hardware=facts.spec,
@@ -66,6 +80,8 @@ def merge(run: RunInfo, digests: Sequence[RankDigest], facts: RunFacts) -> Analy
         collectives=reports.collectives,
         bubbles=reports.bubbles,
         moe=reports.moe,
+        context=context,
+        peaks=peaks,
     )
     check_invariant(analysis, run.source)
     return analysis
@@ -96,7 +112,9 @@ def compute_hbm_basis(results: Sequence[RankResult], facts: RunFacts) -> str:
 
 
 def step_stats(ranks: Sequence[RankResult]) -> list[StepStats]:
-    """Steps of one annotating rank per DP replica (TP/PP ranks repeat the same steps)."""
+    """Steps of one annotating rank per DP replica (TP/PP ranks repeat the same steps), in
+    the profiled window; mean / p50 / p90 leave out steps longer than OUTLIER_FACTOR × their
+    replica's median step (analyzers.step_flags)."""
     chosen: dict[int | None, RankResult] = {}
     for rank in ranks:
         if rank.steps:
@@ -104,12 +122,21 @@ def step_stats(ranks: Sequence[RankResult]) -> list[StepStats]:
     steps = [s for r in chosen.values() for s in r.steps]
     if not steps:
         return []
+    outlier = np.concatenate(
+        [
+            window_outliers(np.array([s.dur_ns for s in r.steps], dtype=np.int64))
+            for r in chosen.values()
+        ]
+    )
     out = []
     for kind in ("prefill", "decode", "mixed", "all"):
-        group = [s for s in steps if kind in ("all", s.kind)]
-        if not group:
+        rows = [i for i, s in enumerate(steps) if kind in ("all", s.kind)]
+        if not rows:
             continue
+        group = [steps[i] for i in rows]
         durs = np.array([s.dur_ns for s in group], dtype=np.int64)
+        out_rows = outlier[rows]
+        kept = durs[~out_rows] if not out_rows.all() else durs
         out.append(
             StepStats(
                 kind=kind,
@@ -117,10 +144,11 @@ def step_stats(ranks: Sequence[RankResult]) -> list[StepStats]:
                 context_tokens=sum(s.context_tokens for s in group),
                 generation_tokens=sum(s.generation_tokens for s in group),
                 total_ns=int(durs.sum()),
-                mean_ns=int(durs.mean()),
-                p50_ns=int(np.percentile(durs, 50, method="inverted_cdf")),
-                p90_ns=int(np.percentile(durs, 90, method="inverted_cdf")),
+                mean_ns=int(kept.mean()),
+                p50_ns=int(np.percentile(kept, 50, method="inverted_cdf")),
+                p90_ns=int(np.percentile(kept, 90, method="inverted_cdf")),
                 max_ns=int(durs.max()),
+                excluded=len(durs) - len(kept),
             )
         )
     return out

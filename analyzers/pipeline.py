@@ -2,6 +2,8 @@
 
 A stage is a plain function ``RankState -> RankState`` that returns a new state and never
 mutates its input. Callers choose the stage list; ``run_stages`` is the one loop that runs it.
+Every rank of a run is analysed over the run's common window (``analyzers.window``), which
+``rank_states`` sets on each state.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from analyzers.attribute import Attribution, attribute
+from analyzers.attribute import Attribution, attribute, own_window
 from analyzers.classify import (
     classify_events,
     route_moe_host_ops,
@@ -23,8 +25,9 @@ from analyzers.kv_stall import kv_stall
 from analyzers.loader import Progress
 from analyzers.merge import merge
 from analyzers.rank_result import rank_result
-from analyzers.roofline import roofline
+from analyzers.roofline import roofline, step_windows
 from analyzers.steps import StepRow, find_steps
+from analyzers.window import Window, common_window
 from tracekit.analysis import (
     Analysis,
     RankKv,
@@ -45,6 +48,7 @@ class RankState:
     facts: RunFacts | None = None  # the run directory's model, layout, steps/ and peaks
     roofline: RankRoofline | None = None
     kv: RankKv | None = None
+    window: Window | None = None  # the run's common window (None: the rank's own)
 
 
 Stage = Callable[[RankState], RankState]
@@ -59,11 +63,21 @@ def classify_stage(state: RankState) -> RankState:
 def attribute_stage(state: RankState) -> RankState:
     if state.family is None:
         raise ValueError("attribute_stage needs classify_stage first")
-    return replace(state, attribution=attribute(state.trace.events, state.family, state.names))
+    att = attribute(state.trace.events, state.family, state.names, state.window)
+    return replace(state, attribution=att)
 
 
 def steps_stage(state: RankState) -> RankState:
-    return replace(state, steps=tuple(find_steps(state.trace.events, state.names)))
+    """The rank's engine steps; where it is analysed over a window other than its own (the
+    run's common window), the steps that overlap that window."""
+    steps = find_steps(state.trace.events, state.names)
+    att = state.attribution
+    own = None if att is None else (att.own_start_ns, att.own_ns)
+    if att is not None and steps and (att.window_start_ns, att.window_ns) != own:
+        starts, ends = step_windows(state.trace.events, steps, att.device)
+        lo, hi = att.window_start_ns, att.window_start_ns + att.window_ns
+        steps = [s for s, a, z in zip(steps, starts, ends, strict=True) if a < hi and z > lo]
+    return replace(state, steps=tuple(steps))
 
 
 def roofline_stage(state: RankState) -> RankState:
@@ -130,9 +144,13 @@ def analyze(
 
 
 def rank_states(trace: Trace, facts: RunFacts | None = None) -> list[RankState]:
-    """Each rank's initial state; ``facts`` defaults to what the trace's run directory says."""
+    """Each rank's initial state, over the run's common window; ``facts`` defaults to what
+    the trace's run directory says."""
     facts = facts if facts is not None else run_facts(trace)
-    return [RankState(r, trace.names, facts=facts) for r in trace.ranks]
+    window = common_window(
+        [own_window(r.events, classify_events(r.events, trace.names)) for r in trace.ranks]
+    )
+    return [RankState(r, trace.names, facts=facts, window=window) for r in trace.ranks]
 
 
 def analyze_trace(

@@ -11,8 +11,15 @@ traces' size. Two things depend on every rank, and are settled in the parent aft
 * **device peaks**: the run is judged against the first device the spec table knows, in rank
   order. A worker judges its rank by its own devices; where that differs from the run's
   choice (a rank without device names, mixed devices), its file is analysed again with the
-  run's peaks. Every rank therefore ends exactly as the sequential ``analyze_trace`` leaves
-  it, and the merged Analysis is the same (tested equal).
+  run's peaks;
+* **the window**: every rank is analysed over the run's common window (``analyzers.window``),
+  known once every rank has said over which span it was profiled. A worker analyses its rank
+  over its own window; a file whose ranks' own windows differ from the common one is analysed
+  again over it (with the run's peaks). In a multi-rank run that is usually every file but
+  the ones that set the common window's ends.
+
+Every rank therefore ends exactly as the sequential ``analyze_trace`` leaves it, and the
+merged Analysis is the same (tested equal).
 
 ``run_ranks`` drives it with any executor: a process pool here, Ray tasks in
 ``analyzers.ray_engine``.
@@ -35,6 +42,7 @@ from analyzers.loader import missing_ranks, rank_trace, settle_identities
 from analyzers.merge import merge
 from analyzers.parallel import Progress, parse_file, run_all
 from analyzers.pipeline import RANK_STAGES, RankState, Stage, rank_digest, run_stages
+from analyzers.window import Window, common_window
 from tracekit.analysis import Analysis
 from tracekit.errors import TracekitError
 from tracekit.hardware import DeviceSpec
@@ -52,6 +60,7 @@ class RankJob:
     manifest: dict[str, Any] | None
     stages: tuple[Stage, ...] = RANK_STAGES
     fixed_spec: bool = False  # judge against ``facts.spec`` rather than the rank's devices
+    window: Window | None = None  # the run's common window (None: each rank's own)
 
 
 @dataclass(frozen=True)
@@ -78,9 +87,10 @@ def analyze_file(job: RankJob) -> list[RankOut]:
         rank = rank_trace(job.file, one, names, alone=len(parsed) == 1)
         facts = job.facts
         if not job.fixed_spec:
-            spec, note = device_spec(rank.has_device, rank.device_names, facts.model, job.manifest)
+            spec, note = device_spec(rank.has_device, rank.device_names, job.manifest)
             facts = replace(facts, spec=spec, spec_note=note)
-        state = run_stages(RankState(rank, names, facts=facts), job.stages)
+        state = RankState(rank, names, facts=facts, window=job.window)
+        state = run_stages(state, job.stages)
         outs.append(
             RankOut(
                 rank_digest(state, facts),
@@ -143,13 +153,21 @@ def run_ranks(
     spec, note = device_spec(
         any(ranks[k][1].has_device for k in order),
         [n for k in order for n in ranks[k][1].device_names],
-        facts.model,
         manifest,
     )
     facts = replace(facts, spec=spec, spec_note=note)
-    redo = sorted({i for i, o in ranks if (o.spec, o.spec_note) != (spec, note)})
+    window = common_window([_own(o) for _, o in ranks])
+    redo = sorted(
+        {
+            i
+            for i, o in ranks
+            if (o.spec, o.spec_note) != (spec, note) or (window and _own(o) != window)
+        }
+    )
     if redo:
-        again = execute([replace(jobs[i], facts=facts, fixed_spec=True) for i in redo], None)
+        again = execute(
+            [replace(jobs[i], facts=facts, fixed_spec=True, window=window) for i in redo], None
+        )
         fresh = dict(zip(redo, again, strict=True))
         ranks = [
             (i, out)
@@ -162,6 +180,13 @@ def run_ranks(
     warnings += missing_ranks(ids)
     info = RunInfo(str(found.source), run_dir, manifest, tuple(warnings))
     return merge(info, digests, facts)
+
+
+def _own(out: RankOut) -> Window:
+    """The span a rank was profiled over (its digest's own window)."""
+    r = out.digest.result
+    start, length = r.own_window_start_ns or 0, r.own_window_ns or 0
+    return start, start + length
 
 
 def _outs(outcome: list[RankOut] | TracekitError) -> list[RankOut]:

@@ -39,6 +39,8 @@ def rank_result(state: RankState) -> RankResult:
         clock=trace.clock,
         window_start_ns=att.window_start_ns,
         window_ns=att.window_ns,
+        own_window_start_ns=att.own_start_ns,
+        own_window_ns=att.own_ns,
         buckets=att.buckets,
         families=att.families,
         overlapped=att.overlapped,

@@ -4,7 +4,8 @@ One signal per regime (tracekit.regimes documents the table): a bucket share of 
 time, or for capacity-bound the share of engine step time with the KV cache full while
 requests wait. ``score = signal / threshold``; the highest score wins. The evidence lists the
 figures that decided it, each naming its source, and the advice is the paper's decision
-framework applied to the run's layout.
+framework applied to the run's layout and device: CPU runs get CPU levers, GPU runs GPU levers,
+and CUDA-graph advice only where a GPU run had graphs off (tracekit.regimes).
 """
 
 from __future__ import annotations
@@ -23,7 +24,20 @@ from tracekit.analysis import (
     StepStats,
 )
 from tracekit.buckets import BUCKETS, HOST, IDLE
-from tracekit.regimes import CAPACITY, KV_SIGNAL, NOT_ASSESSED_CAPACITY, REGIME_RULES, RegimeRule
+from tracekit.regimes import (
+    CAPACITY,
+    CPU_BF16,
+    CPU_EAGER,
+    GRAPHS_OFF,
+    KV_SIGNAL,
+    NOT_ASSESSED_CAPACITY,
+    REGIME_RULES,
+    RegimeRule,
+)
+from tracekit.run_context import RunContext
+
+#: the regimes the roofline's compute vs HBM split decides
+ROOFLINE_REGIMES = ("compute-bound", "hbm-bound")
 
 
 @dataclass(frozen=True)
@@ -37,6 +51,11 @@ class Reports:
     step_stats: Sequence[StepStats] = ()
     layout: dict[str, int] = field(default_factory=dict)  # dp / tp / pp / ep
     moe_model: bool = False
+    context: RunContext | None = None  # device, execution mode, profiler overhead
+    dtype: str | None = None  # the model's dtype (manifest)
+    # set when roofline figures exceed the peak (analyzers.peaks): compute-bound and
+    # hbm-bound are then not assessed, the rest still are
+    peak_suspect: str | None = None
 
 
 def verdict(
@@ -59,6 +78,12 @@ def verdict(
         if engine is not None
         else None
     )
+    if rep.peak_suspect:
+        for rule in [r for r in rules if r.name in ROOFLINE_REGIMES]:
+            rules.remove(rule)
+            not_assessed[rule.name] = (
+                f"the compute vs HBM split rests on suspect peaks: {rep.peak_suspect}"
+            )
     if capacity is None:
         not_assessed[CAPACITY.name] = NOT_ASSESSED_CAPACITY
     else:
@@ -90,7 +115,7 @@ def verdict(
         evidence.append(
             f"KV cache: peak {engine.kv_usage_max:.0%}, mean {engine.kv_usage_mean:.0%}"
             f"; running batch peak {engine.running_max}; requests waiting "
-            f"{engine.waiting_share:.0%} of the time; {preemptions} ({engine.source})"
+            f"{engine.waiting_share:.0%} of the time; {preemptions} (whole run, {engine.source})"
         )
     if share[IDLE] > 0.3:
         evidence.append(
@@ -99,6 +124,13 @@ def verdict(
         )
     if best.name != "host-bound" and share[HOST] > 0.1:
         evidence.append(f"host overhead: {share[HOST]:.1%} of the window (trace buckets)")
+    added = rep.context.overhead.added_share.value if rep.context else None
+    if added and share[HOST] > 0.1:
+        evidence.append(
+            f"profiler overhead: ≈{added:.0%} of the profiled window's step time is the "
+            "profiler's own cost, counted under host (profiled vs unprofiled steps of the same "
+            "shape, steps/)"
+        )
     runners = [f"{r.name} (score {scores[r.name]:.2f})" for r in ranked[1:3] if scores[r.name] > 0]
     return Regime(
         name=best.name,
@@ -194,10 +226,20 @@ def _collective_lines(c: Collectives) -> list[str]:
 
 
 def _advice(rule: RegimeRule, rep: Reports) -> list[str]:
-    """The rule's advice, sharpened by the layout (the paper's decision framework)."""
+    """The rule's advice for the run's device, sharpened by the layout (the paper's decision
+    framework) and the execution mode read from the run."""
+    run = rep.context.execution if rep.context else None
+    extra: list[str] = []
+    if run is not None and run.device == "cpu":
+        if rule.name == "host-bound" and run.mode == "eager":
+            extra.append(CPU_EAGER.format(source=run.source))
+        if rule.name in ("compute-bound", "hbm-bound") and rep.dtype == "bfloat16":
+            extra.append(CPU_BF16)
+        return [*(rule.cpu_advice or rule.advice), *extra]
     lay = rep.layout
     dp, tp = lay.get("dp", 1), lay.get("tp", 1)
-    extra: list[str] = []
+    if rule.name == "host-bound" and run is not None and run.graphs is False:
+        extra.append(GRAPHS_OFF.format(source=run.source))
     if rule.name == CAPACITY.name:
         if dp > 1:
             extra.append(

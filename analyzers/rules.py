@@ -3,7 +3,13 @@
 A rule maps a name pattern to a *family* (what the work is) and a bucket (where its time
 goes). Rules are tried in order; the first match wins, so specific patterns come before
 general ones. ``scope`` says which events a rule looks at: device activity (GPU kernels,
-memcpy/memset) or host ops (``cpu_op`` events: the work itself on a CPU-only run).
+memcpy/memset) or host ops (``cpu_op`` events: the work itself on a CPU-only run). Host
+communication rules also name annotations (``analyzers.classify``): torch's gloo process
+group records each call as a ``user_annotation`` span whose name is its profiling title
+(torch 2.13 ``libtorch_cpu``: ``gloo:send``, ``gloo:recv``, ``gloo:recvAnySource``,
+``gloo:all_reduce``, ``gloo:sparse_all_reduce``, ``gloo:all_gather``, ``gloo:all_to_all``,
+``gloo:broadcast``, ``gloo:reduce``, ``gloo:gather``, ``gloo:scatter``, ``gloo:barrier``), next
+to the ``c10d::`` op that only enqueues it.
 
 Compute vs HBM here is a **name prior**: GEMMs and prefill attention are taken as
 compute-bound, everything that streams memory (decode attention over the KV cache, norms,
@@ -143,28 +149,41 @@ RULES: Final[tuple[Rule, ...]] = (
         "all_reduce",
         b.COLLECTIVE,
         "host",
-        r"^_C::shm_allreduce|^vllm::all_reduce|^c10d::allreduce|^gloo:all_reduce"
+        r"^_C::shm_allreduce|^vllm::all_reduce|^c10d::allreduce|^gloo:(sparse_)?all_?reduce"
         r"|^nccl:all_reduce|^_C::.*all_?reduce",
     ),
     _rule(
         "all_gather",
         b.COLLECTIVE,
         "host",
-        r"^_C::shm_all_?gather|^vllm::all_gather|^c10d::(_)?allgather|^_C::.*all_?gather",
+        r"^_C::shm_all_?gather|^vllm::all_gather|^c10d::(_)?allgather|^_C::.*all_?gather"
+        r"|^gloo:all_?gather",
     ),
     _rule(
         "reduce_scatter",
         b.COLLECTIVE,
         "host",
-        r"^_C::.*reduce_scatter|^vllm::reduce_scatter|^c10d::(_)?reduce_scatter",
+        r"^_C::.*reduce_scatter|^vllm::reduce_scatter|^c10d::(_)?reduce_scatter"
+        r"|^gloo:reduce_?scatter",
     ),
-    _rule("all_to_all", b.COLLECTIVE, "host", r"^c10d::alltoall|^_C::.*all_?to_?all"),
-    _rule("other_collective", b.COLLECTIVE, "host", r"^c10d::(broadcast|reduce_|barrier)"),
+    _rule(
+        "all_to_all",
+        b.COLLECTIVE,
+        "host",
+        r"^c10d::alltoall|^_C::.*all_?to_?all|^gloo:all_?to_?all",
+    ),
+    _rule(
+        "other_collective",
+        b.COLLECTIVE,
+        "host",
+        r"^c10d::(broadcast|reduce_|barrier)|^gloo:(broadcast|reduce|gather|scatter|barrier)$",
+    ),
     _rule(
         "p2p",
         b.BUBBLE,
         "host",
-        r"^_C::shm_(send|recv)_tensor_list|^c10d::(send|recv)|^vllm::.*(send|recv)",
+        r"^_C::shm_(send|recv)_tensor_list|^c10d::(send|recv)|^vllm::.*(send|recv)"
+        r"|^gloo:(send|recv)",
     ),
     _rule(
         "moe_routing",
@@ -208,6 +227,15 @@ RULES: Final[tuple[Rule, ...]] = (
         "host",
         r"^aten::(topk|sort|argmax|argsort|multinomial|cumsum|_?softmax|_?log_softmax"
         r"|exponential_|uniform_|gather|max)$|^_C::.*(argmax|sampl|top_?k_?top_?p)",
+    ),
+    # torch.compile at run time (a new shape, a recompile): dynamo's own ranges, which own
+    # everything under them (the fake-tensor aten ops of tracing are no model work)
+    _rule(
+        "compile",
+        b.HOST,
+        "host",
+        r"^dynamo$|\(dynamo_timed\)$|^entire_frame_compile$|^compile_attempt_\d+$"
+        r"|^build_guards$|^backend_compile$|^AOTAutogradCache\.|^PyCodeCache\.|^inductor_compile",
     ),
     _rule(
         "framework",

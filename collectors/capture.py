@@ -24,7 +24,7 @@ from typing import IO, Any
 
 import msgspec
 
-from collectors import hardware
+from collectors import hardware, peaks
 from collectors.settings import META, RAW_TRACES, Settings
 from tracekit import rundir
 from tracekit.errors import TracekitError
@@ -230,6 +230,8 @@ def finish(
     notes += trace_notes
     engines = _engine_meta(run)
     first = engines[0] if engines else {}
+    recorded, peaks_note = peaks.read(run, engines)
+    notes += [peaks_note] if peaks_note else []
     status: rundir.Status = "interrupted" if interrupted else "complete" if code == 0 else "failed"
     if settings.mode == "full" and not ranks:
         notes.append(
@@ -245,10 +247,13 @@ def finish(
         exit_code=code,
         host=manifest.host,
         hardware=manifest.hardware,
+        peaks=recorded,
         versions=manifest.versions,
         layout=_layout(engines),
         model=first.get("model"),
         kv_cache={**first.get("kv_cache", {}), "engines": len(engines)} if first else None,
+        scheduler=first.get("scheduler"),
+        compilation=first.get("compilation"),
         ranks=ranks,
         capture=manifest.capture,
         notes=notes,

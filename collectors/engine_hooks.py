@@ -3,7 +3,8 @@
 Installed by the plugin in whatever process runs ``EngineCore`` (its own process, or the
 front end when multiprocessing is off). On the first engine step the hooks:
 
-* write ``meta/engine-<dp>.json`` (model, layout, KV-cache blocks) for the manifest;
+* write ``meta/engine-<dp>.json`` (model, layout, KV-cache blocks, scheduler limits,
+  compilation mode) for the manifest;
 * start vLLM's own worker profiler with ``delay_iterations`` = warm-up steps and
   ``max_iterations`` = window steps (full mode), so vLLM skips warm-up and stops by itself;
 * record one ``StepRecord`` per step into ``steps/engine-<dp>.jsonl`` (flushed per line, so
@@ -109,6 +110,8 @@ def write_engine_meta(path: Path, config: Any) -> None:
     model = config.model_config
     hf = getattr(model, "hf_text_config", None) or model.hf_config
     par, cache = config.parallel_config, config.cache_config
+    sched = getattr(config, "scheduler_config", None)
+    comp = getattr(config, "compilation_config", None)
 
     def attr(*names: str) -> Any:
         for name in names:
@@ -149,10 +152,24 @@ def write_engine_meta(path: Path, config: Any) -> None:
             "num_blocks": cache.num_gpu_blocks,
             "dtype": str(cache.cache_dtype),
         },
+        "scheduler": {
+            "max_num_seqs": getattr(sched, "max_num_seqs", None),
+            "max_num_batched_tokens": getattr(sched, "max_num_batched_tokens", None),
+        },
+        "compilation": {
+            "enforce_eager": bool(getattr(model, "enforce_eager", False)),
+            "mode": _enum_name(getattr(comp, "mode", None)),
+            "cudagraph_mode": _enum_name(getattr(comp, "cudagraph_mode", None)),
+        },
         "device": str(getattr(config.device_config, "device_type", "")),
         "dp_index": dp_index,
     }
     path.write_text(json.dumps(meta, indent=2, default=str))
+
+
+def _enum_name(value: Any) -> str | None:
+    """An enum's name (CUDAGraphMode.NONE → "NONE"); None stays None."""
+    return None if value is None else str(getattr(value, "name", value))
 
 
 _RECORDERS: dict[int, EngineRecorder] = {}

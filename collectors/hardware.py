@@ -9,6 +9,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from tracekit.cpu_probe import cpu_flags
 from tracekit.hardware import this_cpu
 
 
@@ -24,6 +25,7 @@ def hardware() -> dict[str, Any]:
     info: dict[str, Any] = {
         "cpu_model": this_cpu(),
         "cpu_cores": os.cpu_count(),
+        "cpu_flags": cpu_flags(),  # the ISA flags that decide the GEMM kernels
         "memory_bytes": _memory_bytes(),
     }
     gpus = _gpus()

@@ -8,7 +8,8 @@ never changes a plain vLLM run. Under a capture it installs, once per process:
   ``tracekit sweep``, the layout in ``TRACEKIT_LAYOUT`` (TP / PP / DP degrees and expert
   parallelism set on ``EngineArgs`` before the engine configuration is built);
 * in the engine core: the profiled window and per-step stats (``collectors.engine_hooks``);
-* in workers: phase ranges and unique trace names (``collectors.worker_hooks``).
+* in workers: phase ranges and unique trace names (``collectors.worker_hooks``), and on
+  global rank 0 the device peaks, measured once before the first step (``collectors.peaks``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ def register() -> None:
         ("engine-args hook (profiler config, layout)", _install_engine_args_hook),
         ("engine hooks", _install_engine_hooks),
         ("worker hooks", _install_worker_hooks),
+        ("peaks probe", _install_peaks_probe),
     ):
         try:
             install(settings)
@@ -48,6 +50,12 @@ def _install_worker_hooks(settings: Settings) -> None:
     from collectors import worker_hooks
 
     worker_hooks.install(settings)
+
+
+def _install_peaks_probe(settings: Settings) -> None:
+    from collectors import peaks
+
+    peaks.install(settings)
 
 
 def _install_engine_args_hook(settings: Settings) -> None:

@@ -52,6 +52,26 @@ class CudaProfilerWindow:
             torch.cuda.profiler.stop()
 
 
+def close_window_before_next_step(worker: Any) -> None:
+    """Stop vLLM's worker profiler as the step after the window begins, before its work.
+
+    vLLM counts a step, and stops once the window's steps are done, inside the model
+    runner's annotation, which a later pipeline stage enters only after it has received
+    that step's activations. The last stage's trace would then end with a receive that waits
+    for a step its predecessor runs after its own window closed (while that predecessor
+    writes its trace), a wait that belongs to no profiled step. Stopping here, on entry to
+    the next step, ends every stage's window after the same step. Where this vLLM's profiler
+    has no such counters, its own stop applies.
+    """
+    profiler: Any = getattr(worker, "profiler", None)
+    done = getattr(profiler, "_profiling_for_iters", None)
+    limit = getattr(profiler, "_max_iters", None)
+    if not (getattr(profiler, "_running", False) and isinstance(done, int) and limit):
+        return
+    if isinstance(limit, int) and done >= limit:
+        profiler.stop()
+
+
 def install(settings: Settings) -> None:
     import vllm.distributed.utils as dist_utils
     from vllm.v1.worker.gpu_worker import Worker
@@ -67,6 +87,14 @@ def install(settings: Settings) -> None:
             return execute(self, *args, **kwargs)
 
         cls.execute_model = counted
+    else:
+        execute = cls.execute_model
+
+        def windowed(self: Any, *args: Any, **kwargs: Any) -> Any:
+            close_window_before_next_step(self)
+            return execute(self, *args, **kwargs)
+
+        cls.execute_model = windowed
     cls.execute_model = in_phase("forward", cls.execute_model)
     if hasattr(cls, "sample_tokens"):
         cls.sample_tokens = in_phase("sample", cls.sample_tokens)

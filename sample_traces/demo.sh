@@ -18,9 +18,8 @@ fi
 
 export VLLM_CPU_KVCACHE_SPACE=${VLLM_CPU_KVCACHE_SPACE:-1} VLLM_HOST_IP=127.0.0.1
 export VLLM_CPU_OMP_THREADS_BIND=${VLLM_CPU_OMP_THREADS_BIND:-0|1}
-# Measure this CPU once (matmul FLOP/s, copy bandwidth) so the roofline can split compute vs
-# memory time; cached in ~/.cache/tracekit/hw.json.
-[ -f "${TRACEKIT_HW_CACHE:-$HOME/.cache/tracekit/hw.json}" ] || .venv-vllm/bin/tracekit hw
+# The capture probes this CPU in the vLLM worker (GEMM FLOP/s, copy bandwidth, ISA flags)
+# and records it in the run's manifest, so the roofline can split compute vs memory time.
 out="runs/demo-$(date +%Y%m%d-%H%M%S)"
 .venv-vllm/bin/tracekit capture --out "$out" --warmup-steps 3 --steps 12 "$@" -- \
   .venv-vllm/bin/python sample_traces/workloads/tiny_llm.py --tp 2 --eager --requests 12

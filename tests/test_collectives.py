@@ -60,7 +60,8 @@ def test_exposed_overlapped_matched_and_skew(tmp_path: Path) -> None:
 
 def test_call_counts_that_differ_are_matched_up_to_the_smallest(tmp_path: Path) -> None:
     _gpu_rank(tmp_path, 0, 10, [(20, 5), (40, 5)])
-    _gpu_rank(tmp_path, 1, 10, [(20, 5)])
+    events = [kernel(GEMM, 0, 10), kernel(AR, 20, 5, stream=20), kernel(GEMM, 40, 5)]
+    write_trace(tmp_path / "rank-1.json.gz", events, rank=1, world=2, base_ns=0)  # same window
     collectives = tracekit.analyze(tmp_path).collectives
     assert collectives is not None and collectives.kinds[0].matched == 1
     assert any("call counts differ" in e and "[2, 1]" in e for e in collectives.evidence)
@@ -114,9 +115,9 @@ def test_pipeline_bubbles_per_stage(tmp_path: Path) -> None:
     assert bubbles is not None
     assert bubbles.stages == [
         PipelineStage(0, 1, 300 * US, 40 * US, 40 / 300),  # sends count as p2p waits too
-        PipelineStage(1, 1, 390 * US, 200 * US, 200 / 390),
+        PipelineStage(1, 1, 300 * US, 200 * US, 200 / 300),  # stage 0's window: 0..300 µs
     ]
-    assert bubbles.fraction == 240 / 690
+    assert bubbles.fraction == 240 / 600
     # stage 0 sits 90 µs after its first step while stage 1 still works on it
     assert any("pp0 0.09 ms, pp1 0.00 ms" in e for e in bubbles.evidence)
     assert analysis.regime.name == "bubble-bound"
@@ -222,3 +223,29 @@ def test_bus_bandwidth_on_the_real_nccl_trace_matches_its_own_args() -> None:
     kinds = {k.kind: k for k in collectives.kinds}
     assert kinds["all_reduce"].calls == 15
     assert kinds["all_reduce"].bus_bandwidth == pytest.approx(size / dur, rel=1e-6)
+
+
+def test_sized_calls_on_one_rank_without_their_group_size(tmp_path: Path) -> None:
+    """One rank file of a bigger run (hta_2rank's rank 0 alone): NCCL calls with message
+    sizes but no ``Group size``, seen on this rank only. A broadcast moves its bytes whatever
+    the communicator's size: it counts, as a stated lower bound. An all-reduce's factor needs
+    that size: no bus bandwidth, and the report says why. (Several calls of each: a per-call
+    factor once came out as one value, an IndexError.)"""
+    events = [kernel(GEMM, 0, 200)]
+    for i in range(5):
+        call = kernel(AR if i < 2 else BCAST, 10 + 20 * i, 5, stream=20)
+        call["args"] |= {"In msg nelems": 1024, "Out msg nelems": 1024, "dtype": "Float"}
+        events.append(call)
+    write_trace(tmp_path / "rank-0.json.gz", events, rank=0, world=8, base_ns=0)
+    collectives = tracekit.analyze(tmp_path / "rank-0.json.gz").collectives
+    assert collectives is not None
+    kinds = {k.kind: k for k in collectives.kinds}
+    assert (kinds["all_reduce"].calls, kinds["all_reduce"].bus_bandwidth) == (2, None)
+    assert kinds["other_collective"].calls == 3
+    assert kinds["other_collective"].bus_bandwidth == pytest.approx(4096 / 5e-6)
+    assert collectives.evidence[:2] == [
+        "other_collective: bus bandwidth includes calls seen on one rank only, timed by that "
+        "rank (its wait for the others included): a lower bound",
+        "all_reduce: message sizes known but not the communicator's size (neither the layout "
+        "nor a complete set of ranks says it): no bus bandwidth",
+    ]

@@ -10,7 +10,8 @@ import numpy as np
 import orjson
 import pytest
 
-from analyzers.kineto import _BAD_SHAPES, _BAD_SIZES, parse_trace
+from analyzers.kineto import _BAD_SHAPES, parse_trace
+from analyzers.kineto_events import BAD_SIZES
 from tests.builders import cpu_op, shaped_op, write_trace
 from tests.conftest import shared
 from tracekit.model import Events, ShapeTable, Signature
@@ -119,7 +120,7 @@ def test_collective_message_bytes(tmp_path: Path) -> None:
     # all-gather of 4 → 16 bf16 elements: NCCL's size is the gathered output, 32 bytes;
     # unknown dtypes, absurd or missing counts are left out and counted, never an error
     assert parsed.events.msg_bytes.tolist() == [32, -1, 0, -1, -1, -1]
-    assert parsed.ignored == {_BAD_SIZES: 3}
+    assert parsed.ignored == {BAD_SIZES: 3}
 
 
 def test_shapes_and_sizes_absent_take_no_memory(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from tests.builders import annotation, cpu_op, write_trace
 from tracekit import rundir
 from tracekit.analysis import RankKv, from_json, to_json
 from tracekit.buckets import BUCKETS
+from tracekit.cpu_probe import RecordedPeaks
 from tracekit.rundir import StepRecord
 
 US = 1_000
@@ -52,6 +53,7 @@ def make_run(
     layout: dict[str, int] | None = None,
     traces: list[tuple[str, list[dict[str, Any]], dict[str, int]]] | None = None,
     hardware: dict[str, Any] | None = None,
+    peaks: RecordedPeaks | None = None,
     log: str | None = None,
     base_ns: int = 0,
     started_at: str | None = None,
@@ -76,6 +78,7 @@ def make_run(
         model=model,
         kv_cache=kv_cache,
         hardware=hardware or {"cpu_model": "Test CPU"},
+        peaks=peaks,
         ranks=[rundir.RankEntry(file=n, **ident) for n, _, ident in ranks],
     )
     rundir.write_manifest(run, manifest)
@@ -134,7 +137,8 @@ def test_capacity_report_and_verdict(tmp_path: Path) -> None:
     analysis = analyze_trace(load(run))
     kv = analysis.kv
     assert kv is not None
-    assert kv.stalled_share == 0.5  # r1 and r3 of four equal steps
+    # r1 and r3 of r1..r3: r0, the engine's first (cold) step, is left out of shares
+    assert kv.stalled_share == 0.666667
     assert (kv.block_size, kv.usable_blocks) == (16, 10)
     assert kv.bytes_per_token == 2 * 2 * 2 * 64 * 2  # 2 · layers · kv heads · head dim · bf16
     assert kv.cache_bytes == 10 * 16 * 1024
@@ -143,10 +147,13 @@ def test_capacity_report_and_verdict(tmp_path: Path) -> None:
     assert (kv.recompute_tokens, kv.stall_ns) == (4, 110 * US)
     regime = analysis.regime
     assert regime.name == "capacity-bound"
-    assert regime.scores["capacity-bound"] == 2.5
+    assert regime.scores["capacity-bound"] == 3.333
     assert any("capacity ceiling ≈ 2 sequences" in e for e in regime.evidence)
     assert any("1 preemption(s) (steps/)" in e for e in regime.evidence)
-    assert any("TP=2 halves the weights" in a for a in regime.advice)
+    assert kv.binding_limit == "kv_blocks"
+    # a CPU run: the KV cache is VLLM_CPU_KVCACHE_SPACE, not what the weights leave over
+    assert any("VLLM_CPU_KVCACHE_SPACE" in a for a in regime.advice)
+    assert not any("TP=2 halves the weights" in a for a in regime.advice)
     assert from_json(to_json(analysis)).kv == kv  # schema round trip
 
 

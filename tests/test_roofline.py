@@ -1,14 +1,13 @@
-"""Roofline: the cost model's exact figures, the spec table and CPU probe, and the compute vs
-HBM split it makes on tiny traces built in code (GPU and CPU)."""
+"""Roofline: the cost model's exact figures, the spec table, and the compute vs HBM split it
+makes on tiny traces built in code (GPU, and CPU with the peaks capture records; the probe
+itself: tests/test_cpu_probe.py)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 
 from analyzers.cost_model import ModelConfig, Shard, StepCost, step_cost
 from analyzers.facts import RunFacts
@@ -16,10 +15,10 @@ from analyzers.loader import load
 from analyzers.pipeline import analyze_trace
 from analyzers.steps import StepRow
 from tests.builders import annotation, cpu_op, kernel, runtime, shaped_op, write_trace
+from tests.peak_records import cpu_probe, recorded
 from tests.test_kv_stall import KV_CACHE, MM, MODEL, make_run, records, step_events
 from tracekit import hardware, rundir
 from tracekit.analysis import NAME_PRIOR, ROOFLINE, SHAPES
-from tracekit.cli_hw import hw_command
 
 US = 1_000
 TINY = ModelConfig(
@@ -37,13 +36,6 @@ LLAMA_8B = {
     "dtype": "bfloat16",
 }
 H100 = {"deviceProperties": [{"id": 0, "name": "NVIDIA H100 80GB HBM3"}]}
-
-
-@pytest.fixture(autouse=True)
-def hw_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "hw.json"
-    monkeypatch.setenv("TRACEKIT_HW_CACHE", str(path))
-    return path
 
 
 def step(n: int = 0, t: int = 0, m: int = 0, g: int = 0) -> StepRow:
@@ -97,31 +89,6 @@ def test_spec_table_matches_trace_device_names() -> None:
         assert spec.flops > 1e14 and spec.bandwidth > 1e12 and spec.interconnect
     assert hardware.gpu_spec("NVIDIA GeForce GT 710") is None
     assert round(hardware.spec_by_name("H100").ridge, 1) == 295.2
-
-
-def test_cpu_probe_cache(hw_cache: Path) -> None:
-    spec, why = hardware.cpu_spec("Test CPU")
-    assert spec is None and "run `tracekit hw`" in why
-    probe = hardware.Probe("Test CPU", 2, 1e9, 1e9, "2026-01-01T00:00:00Z", "test")
-    hardware.save(probe)
-    spec, why = hardware.cpu_spec("Test CPU")
-    assert spec is not None and (spec.flops, spec.ridge, why) == (1e9, 1.0, "")
-    spec, why = hardware.cpu_spec("Other CPU")
-    assert spec is None and "run `tracekit hw` on the capture machine" in why
-    hw_cache.write_text("{not json")
-    with pytest.raises(Exception, match="unreadable hardware cache"):
-        hardware.load()
-
-
-def test_hw_command(hw_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    shown = CliRunner().invoke(hw_command, ["--show", "MI300X"])
-    assert shown.exit_code == 0 and "ridge point" in shown.output and "AMD" in shown.output
-    probe = hardware.Probe("Test CPU", 2, 2e11, 5e10, "2026-01-01T00:00:00Z", "fixed")
-    monkeypatch.setattr(hardware, "measure", lambda: probe)
-    result = CliRunner().invoke(hw_command, [])
-    assert result.exit_code == 0, result.output
-    assert "4.0 FLOP/byte" in result.output
-    assert json.loads(hw_cache.read_text())["flops"] == 2e11
 
 
 def gpu_events() -> list[dict[str, Any]]:
@@ -195,8 +162,8 @@ def test_unknown_gpu_keeps_the_name_prior(tmp_path: Path) -> None:
 def test_cpu_run_with_measured_peaks(
     tmp_path: Path, ridge: float, expected: dict[str, int]
 ) -> None:
-    hardware.save(hardware.Probe("Test CPU", 2, 1e10 * ridge, 1e10, "t", "fixed"))
-    run = make_run(tmp_path, step_events(), records(), model=MODEL, kv_cache=KV_CACHE)
+    peaks = recorded(cpu_probe(1e10 * ridge, 1e10))  # as capture records them
+    run = make_run(tmp_path, step_events(), records(), model=MODEL, kv_cache=KV_CACHE, peaks=peaks)
     rank = analyze_trace(load(run)).ranks[0]
     assert rank.compute_hbm_basis == ROOFLINE
     work = {k: rank.buckets[k] // US for k in ("compute", "hbm", "kv_stall") if rank.buckets[k]}
@@ -288,10 +255,10 @@ def test_cpu_ops_split_by_their_shapes(tmp_path: Path) -> None:
 def test_shapes_take_precedence_over_the_step_model(tmp_path: Path) -> None:
     # ridge 1: the step model calls both steps compute-bound; step A's GEMM was recorded
     # with shapes: a 1-token GEMV, 2·256·256 FLOPs over (256 + 256² + 256) · 2 bytes, 0.99
-    hardware.save(hardware.Probe("Test CPU", 2, 1e10, 1e10, "t", "fixed"))
     events = step_events()
     events[1] = shaped_op(MM, 10, 40, [[1, 256], [1, 256], [], []], [BF, BF, "", "long int"])
-    run = make_run(tmp_path, events, records(), model=MODEL, kv_cache=KV_CACHE)
+    peaks = recorded(cpu_probe(1e10, 1e10))
+    run = make_run(tmp_path, events, records(), model=MODEL, kv_cache=KV_CACHE, peaks=peaks)
     rank = analyze_trace(load(run)).ranks[0]
     work = {k: rank.buckets[k] // US for k in ("compute", "hbm", "kv_stall") if rank.buckets[k]}
     assert work == {"compute": 50, "hbm": 40, "kv_stall": 110}

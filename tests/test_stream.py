@@ -112,8 +112,9 @@ def _reference(text: bytes) -> dict[str, Any]:
     base = 0 if isinstance(doc, list) else doc.get("baseTimeNanoseconds") or 0
     labels: dict[str, int] = {}
 
-    def ident(value: int | str) -> int:
-        return -2 - labels.setdefault(value, len(labels)) if isinstance(value, str) else value
+    def ident(value: Any) -> int:
+        number = _integral(value)
+        return number if number is not None else -2 - labels.setdefault(str(value), len(labels))
 
     rows = []
     for e in events:
@@ -129,7 +130,10 @@ def _reference(text: bytes) -> dict[str, Any]:
                 int(_CATEGORY_KIND.get(e.get("cat", "").lower(), Kind.OTHER)),
                 pid,
                 tid,
-                *(args.get(k, -1) for k in ("correlation", "stream", "device", "External id")),
+                *(
+                    -1 if (n := _integral(args.get(k))) is None else n
+                    for k in ("correlation", "stream", "device", "External id")
+                ),
             )
         )
     rows.sort(key=lambda r: r[0])  # stable, like the parser's
@@ -141,6 +145,19 @@ def _reference(text: bytes) -> dict[str, Any]:
         "props": meta.get("deviceProperties") or [],
         "base": base,
     }
+
+
+def _integral(value: Any) -> int | None:
+    """An id as the parser reads it, restated: a number with no fraction within int64, or a
+    decimal or 0x text of one; None (unknown) for anything else."""
+    if isinstance(value, str):
+        try:
+            value = int(value.strip(), 16 if "0x" in value.lower() else 10)
+        except ValueError:
+            return None
+    if isinstance(value, bool) or not isinstance(value, int | Decimal) or value != int(value):
+        return None
+    return int(value) if -(2**63) <= value < 2**63 else None
 
 
 def _ns(us: Decimal | int) -> int:

@@ -141,15 +141,10 @@ def test_sweep_serve_tp1_dp2_with_client(tmp_path: Path) -> None:
         assert regime and any(x.split()[:2] == [name, shown] and regime in x for x in lines)
 
 
-def _calibrated_on_tp1(
-    tp_sweep: Sweep, cache: Path
-) -> tuple[dict[str, float], dict[str, float], float]:
+def _calibrated_on_tp1(tp_sweep: Sweep) -> tuple[dict[str, float], dict[str, float], float]:
     """(measured, predicted) tok/s per device per layout, and the fit's error on TP=1."""
     assert tp_sweep.proc.returncode == 0, tp_sweep.proc.stderr[-3000:]
-    # this machine's peaks, measured as `tracekit hw` does in the vLLM environment
-    measure = "from tracekit import hardware; hardware.save(hardware.measure())"
-    env = {**ENV, "TRACEKIT_HW_CACHE": str(cache)}
-    subprocess.run([VLLM_PY, "-c", measure], env=env, check=True, timeout=300)
+    # this machine's peaks: the probe each capture ran in its vLLM worker (manifest peaks)
     cal = calibrate([tp_sweep.out / "tp=1"], jobs=1)
     assert [r.layout for r in cal.runs] == ["DP1×TP1×PP1"]
     assert (cal.workload.prompt, cal.workload.output, cal.workload.concurrency) == (64, 64, 8)
@@ -167,9 +162,7 @@ def _calibrated_on_tp1(
     return measured, predicted, cal.runs[0].error
 
 
-def test_plan_calibrated_on_tp1_predicts_the_sweep(
-    tp_sweep: Sweep, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_plan_calibrated_on_tp1_predicts_the_sweep(tp_sweep: Sweep) -> None:
     """``plan --calibrate`` on the sweep's TP=1 capture, against the sweep's measurement.
 
     Nine sweeps on the 2 shared CI cores (2026-11-22), tok/s per device TP=1 / TP=2 / PP=2,
@@ -199,8 +192,7 @@ def test_plan_calibrated_on_tp1_predicts_the_sweep(
     one micro-batch, so a round admitted at once alternates a full and an empty step (half
     the pipeline idle; ~5 ms a round here) while a round admitted in two steps splits 1 + 7
     or 4 + 4 (~2.8 ms); the plan assumes B / PP micro-batches, the pipeline full."""
-    monkeypatch.setenv("TRACEKIT_HW_CACHE", str(tmp_path / "hw.json"))  # this test's own
-    measured, predicted, own = _calibrated_on_tp1(tp_sweep, tmp_path / "hw.json")
+    measured, predicted, own = _calibrated_on_tp1(tp_sweep)
     assert abs(own) <= 0.25
     order = sorted(measured, key=lambda n: -measured[n])
     assert order[0] == "tp=1" and max(predicted, key=lambda n: predicted[n]) == "tp=1"
@@ -220,9 +212,7 @@ def test_plan_calibrated_on_tp1_predicts_the_sweep(
     assert data["calibration"]["max_abs_error"] <= 0.25
 
 
-def test_plan_calibrated_on_the_whole_sweep(
-    tp_sweep: Sweep, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_plan_calibrated_on_the_whole_sweep(tp_sweep: Sweep) -> None:
     """Calibrated on all three runs, the plan measures what TP=1 alone cannot: the all-reduce
     latency, the model-parallel kernel efficiency and the per-step cost of worker processes.
     Its errors on the three runs (TP=1 / TP=2 / PP=2), five sweeps of 2026-11-22: +2% /
@@ -231,11 +221,6 @@ def test_plan_calibrated_on_the_whole_sweep(
     pipeline (see above) lands in the per-step cost of worker processes, which TP=2 pays
     too."""
     assert tp_sweep.proc.returncode == 0, tp_sweep.proc.stderr[-3000:]
-    cache = tmp_path / "hw.json"
-    monkeypatch.setenv("TRACEKIT_HW_CACHE", str(cache))
-    measure = "from tracekit import hardware; hardware.save(hardware.measure())"
-    env = {**ENV, "TRACEKIT_HW_CACHE": str(cache)}
-    subprocess.run([VLLM_PY, "-c", measure], env=env, check=True, timeout=300)
     cal = calibrate([tp_sweep.out / n for n in ("tp=1", "tp=2", "pp=2")], jobs=1)
     assert [r.layout for r in cal.runs] == ["DP1×TP1×PP1", "DP1×TP2×PP1", "DP1×TP1×PP2"]
     for key in ("allreduce_latency", "model_parallel_efficiency", "multiprocess_overhead"):

@@ -15,6 +15,7 @@ from tracekit.buckets import BUCKETS
 from tracekit.errors import TracekitError
 from tracekit.hardware import DeviceSpec
 from tracekit.model import RankId
+from tracekit.run_context import RunContext
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -47,7 +48,10 @@ class Step(msgspec.Struct, frozen=True):
 
 
 class StepStats(msgspec.Struct, frozen=True):
-    """Steps of one kind across the run's engines (one annotating rank per DP replica)."""
+    """Steps of one kind *in the profiled window* (the trace's step annotations), across the
+    run's engines (one annotating rank per DP replica). Token counts and total / max cover
+    every step; mean / p50 / p90 leave out the ``excluded`` outliers (longer than
+    ``analyzers.step_flags.OUTLIER_FACTOR`` × the window's median step)."""
 
     kind: str  # prefill / decode / mixed / all
     count: int
@@ -58,6 +62,8 @@ class StepStats(msgspec.Struct, frozen=True):
     p50_ns: int
     p90_ns: int
     max_ns: int
+    excluded: int = 0  # outlier steps left out of mean / p50 / p90
+    scope: str = "profiled window (trace)"
 
 
 class KindRoofline(msgspec.Struct, frozen=True, kw_only=True):
@@ -120,8 +126,10 @@ class RankResult(msgspec.Struct, frozen=True, kw_only=True):
     devices: list[int]
     device_names: list[str]
     clock: str
-    window_start_ns: int
+    window_start_ns: int  # the analysed window: the run's common window (analyzers/window.py)
     window_ns: int
+    own_window_start_ns: int | None = None  # the span this rank itself was profiled over
+    own_window_ns: int | None = None
     buckets: dict[str, int]
     families: dict[str, int]
     overlapped: dict[str, int]
@@ -145,7 +153,11 @@ class TimelinePoint(msgspec.Struct, frozen=True):
 
 
 class EngineStats(msgspec.Struct, frozen=True, kw_only=True):
-    """Scheduler / KV-cache figures from a capture's per-step records (time-weighted)."""
+    """Scheduler / KV-cache figures over the *whole run* from a capture's per-step records
+    (``steps/``), not only the profiled window. Means and shares are time-weighted over the
+    counted steps: the engine's first (cold) step and long gaps are left out
+    (``excluded_steps``, ``RunContext.excluded``); steps, span, step time, peaks, tokens and
+    preemptions count every step."""
 
     engines: int
     steps: int
@@ -165,6 +177,9 @@ class EngineStats(msgspec.Struct, frozen=True, kw_only=True):
     timeline: list[TimelinePoint]
     source: str = "steps/"  # or "vLLM log lines": one sample per logging interval
     preemptions_measured: bool = True  # False: the records carry no preemption counts
+    excluded_steps: int = 0  # first (cold) step and long gaps, left out of means and shares
+    excluded_ns: int = 0
+    scope: str = "whole run (steps/)"
 
 
 class KvReport(msgspec.Struct, frozen=True, kw_only=True):
@@ -185,6 +200,13 @@ class KvReport(msgspec.Struct, frozen=True, kw_only=True):
     stall_ns: int  # kv_stall bucket over all ranks
     stall_share: float  # of the analysed time
     evidence: list[str]
+    max_num_seqs: int | None = None  # scheduler limit on the running batch
+    max_num_batched_tokens: int | None = None  # scheduler limit on a step's tokens
+    limits_source: str | None = None  # "manifest scheduler" or "manifest argv"
+    # the limit that held the most waiting-step time: "kv_blocks", "max_num_seqs",
+    # "max_num_batched_tokens", "unknown"; None: no request waited
+    binding_limit: str | None = None
+    seqs_capped_share: float = 0.0  # of step time: running batch at max_num_seqs, requests wait
 
 
 class CollectiveKind(msgspec.Struct, frozen=True, kw_only=True):
@@ -245,6 +267,31 @@ class Regime(msgspec.Struct, frozen=True, kw_only=True):
     not_assessed: dict[str, str]
 
 
+class Peaks(msgspec.Struct, frozen=True, kw_only=True):
+    """Where the roofline's peaks came from, and whether the run's own figures exceed them."""
+
+    # "capture probe" (the CPU probe the manifest recorded), "spec table" (GPU), "given" (by
+    # the caller of the library), or "none"
+    origin: Literal["capture probe", "spec table", "given", "none"]
+    source: str  # the peaks' source in words, or why there are none
+    # figures above the peak make it suspect: the worst ratio and where; the compute vs HBM
+    # split then does not decide the verdict
+    suspect: str | None = None
+    worst_ratio: float | None = None  # achieved / peak of the worst figure above the peak
+
+
+class EngineWarning(msgspec.Struct, frozen=True, kw_only=True):
+    """A vLLM log line that changes performance: a kernel or backend fallback, a feature off
+    (``analyzers/engine_warnings.py`` lists the kinds and the texts they match)."""
+
+    kind: str  # e.g. gemm_fallback, collective_fallback, enforce_eager, async_scheduling_off
+    effect: str  # what it changes, in words
+    message: str  # the first matching line's message (ANSI codes and log prefix removed)
+    count: int  # matching lines over the run's logs (one per process that logged it)
+    origin: str | None  # where vLLM logged it, from the line's prefix ("utils.py:598")
+    log: str  # the run directory's log file(s) that hold it ("logs/stdout.log")
+
+
 class Analysis(msgspec.Struct, frozen=True, kw_only=True):
     schema_version: int = SCHEMA_VERSION
     tracekit_version: str
@@ -263,6 +310,9 @@ class Analysis(msgspec.Struct, frozen=True, kw_only=True):
     collectives: Collectives | None = None
     bubbles: Bubbles | None = None
     moe: MoeReport | None = None
+    context: RunContext | None = None
+    peaks: Peaks | None = None
+    engine_warnings: list[EngineWarning] = msgspec.field(default_factory=list)  # vLLM's logs
 
     # --- derived views (pandas), built on demand -------------------------------------------
     def buckets_frame(self) -> pd.DataFrame:

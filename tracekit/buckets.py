@@ -55,3 +55,15 @@ DESCRIPTIONS: Final[dict[str, str]] = {
     HOST: "device idle while the host is busy (launch / scheduling / Python)",
     IDLE: "everything else",
 }
+
+#: How a bucket reads in a finding ("TP=2 spends 18% in exposed collectives (interconnect)").
+BUCKET_PHRASE: Final[dict[str, str]] = {
+    "compute": "compute-bound kernels",
+    "hbm": "HBM-bound kernels",
+    "collective": "exposed collectives (interconnect)",
+    "bubble": "pipeline bubbles",
+    "moe_routing": "MoE routing",
+    "kv_stall": "KV-cache stalls",
+    "host": "host overhead (launch / scheduling)",
+    "idle": "idle time",
+}

@@ -21,8 +21,9 @@ from typing import Final, Literal
 import msgspec
 
 from tracekit import __version__, rundir
-from tracekit.analysis import Analysis
-from tracekit.buckets import BUCKETS, COMPUTE, HBM, IDLE
+from tracekit.analysis import Analysis, EngineWarning
+from tracekit.buckets import BUCKET_PHRASE, BUCKETS, COMPUTE, HBM, IDLE
+from tracekit.compare_engine import engine_difference
 from tracekit.errors import TracekitError
 
 COMPARE_SCHEMA_VERSION: Final = 1
@@ -40,17 +41,6 @@ BASIS_TEXT: Final[dict[str, str]] = {
     "median step: idle or capture overhead)",
     "profile": "profiled step annotations: generation tokens over summed step time per DP "
     "replica, summed over replicas (excludes time between steps)",
-}
-#: How a bucket reads in a finding ("TP=2 spends 18% in exposed collectives (interconnect)").
-BUCKET_PHRASE: Final[dict[str, str]] = {
-    "compute": "compute-bound kernels",
-    "hbm": "HBM-bound kernels",
-    "collective": "exposed collectives (interconnect)",
-    "bubble": "pipeline bubbles",
-    "moe_routing": "MoE routing",
-    "kv_stall": "KV-cache stalls",
-    "host": "host overhead (launch / scheduling)",
-    "idle": "idle time",
 }
 
 
@@ -107,6 +97,7 @@ class RunRow(msgspec.Struct, frozen=True, kw_only=True):
     shares: dict[str, float]
     regime: str
     regime_label: str
+    engine_warnings: list[EngineWarning] = msgspec.field(default_factory=list)  # vLLM's logs
 
 
 class Finding(msgspec.Struct, frozen=True, kw_only=True):
@@ -120,6 +111,8 @@ class Finding(msgspec.Struct, frozen=True, kw_only=True):
     slower_share: float | None
     regimes: list[str]  # [faster's, slower's]
     text: str
+    engine_slower_only: list[str] = msgspec.field(default_factory=list)  # vLLM warning kinds
+    engine_faster_only: list[str] = msgspec.field(default_factory=list)
 
 
 class Comparison(msgspec.Struct, frozen=True, kw_only=True):
@@ -194,6 +187,7 @@ def row(name: str, a: Analysis) -> RunRow:
         shares=shares,
         regime=a.regime.name,
         regime_label=a.regime.label,
+        engine_warnings=list(a.engine_warnings),
     )
 
 
@@ -366,6 +360,7 @@ def _finding(
     same = faster.regime == slower.regime
     why += f"; both {faster.regime}" if same else f"; regime {slower.regime} vs {faster.regime}"
     bucket = grown[0] if grown else None
+    slow_only, fast_only, said = engine_difference(faster, slower)
     return Finding(
         kind=kind,
         devices=devices,
@@ -376,7 +371,9 @@ def _finding(
         faster_share=faster.shares[bucket] if bucket else None,
         slower_share=slower.shares[bucket] if bucket else None,
         regimes=[faster.regime, slower.regime],
-        text=f"{head}: {why}",
+        text=f"{head}: {why}" + (f"; {said}" if said else ""),
+        engine_slower_only=slow_only,
+        engine_faster_only=fast_only,
     )
 
 

@@ -3,23 +3,18 @@
 GPU figures are vendor datasheet peaks: dense (no sparsity) BF16 tensor FLOP/s, HBM
 bandwidth and capacity, and interconnect bandwidth **per direction** per GPU (NVLink /
 Infinity Fabric aggregate divided by two, the figure NCCL's bus bandwidth is compared with).
-A CPU has no datasheet tracekit can trust, so ``tracekit hw`` measures this machine (matmul
-FLOP/s: BF16 through torch where installed, else float32 through numpy; large-copy
-bandwidth) and caches the result; CPU runs use the cache when its CPU model matches the
-run's. Every spec names its source.
+A CPU has no datasheet tracekit can trust: ``tracekit.cpu_probe`` measures the GEMM paths the
+engine runs, at capture in the run's own environment, and the manifest records it. Every
+spec names its source.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import platform
 import re
-import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import msgspec
 
@@ -31,7 +26,7 @@ GIB: Final = 2**30
 
 
 class DeviceSpec(msgspec.Struct, frozen=True, kw_only=True):
-    """One device's peaks. ``flops`` is dense BF16 (GPU) or the measured matmul (CPU)."""
+    """One device's peaks. ``flops`` is dense BF16 (GPU) or the probed GEMM (CPU)."""
 
     name: str
     flops: float  # FLOP/s
@@ -113,34 +108,7 @@ def spec_by_name(name: str) -> DeviceSpec:
     return spec
 
 
-# --- the CPU probe ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Probe:
-    cpu_model: str
-    cores: int | None
-    flops: float  # matmul (see method), best of several
-    bandwidth: float  # large copy: bytes read + written per second, best of several
-    measured_at: str
-    method: str
-
-    def spec(self) -> DeviceSpec:
-        return DeviceSpec(
-            name=f"CPU {self.cpu_model}",
-            flops=self.flops,
-            bandwidth=self.bandwidth,
-            source=f"measured by `tracekit hw` at {self.measured_at} ({self.method})",
-        )
-
-
-def cache_path() -> Path:
-    """``$TRACEKIT_HW_CACHE``, else ``$XDG_CACHE_HOME/tracekit/hw.json`` (~/.cache)."""
-    explicit = os.environ.get("TRACEKIT_HW_CACHE")
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "tracekit" / "hw.json"
+# --- the CPU ------------------------------------------------------------------------------
 
 
 def this_cpu() -> str:
@@ -151,84 +119,3 @@ def this_cpu() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def measure(matrix: int = 1024, copy_bytes: int = 256 * 2**20, repeats: int = 5) -> Probe:
-    """Best-of-``repeats`` matmul FLOP/s and large-copy bandwidth on this machine.
-
-    The matmul is BF16 through torch where torch is installed (what vLLM's CPU backend
-    runs), else float32 through numpy; the probe's ``method`` says which.
-    """
-    import numpy as np
-
-    src = np.ones(copy_bytes // 4, dtype=np.float32)
-    dst = np.empty_like(src)
-    np.copyto(dst, src)
-    matmul, label = _matmul(matrix)
-    matmul()  # warm up threads and caches
-    best_mm = best_copy = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        matmul()
-        best_mm = min(best_mm, time.perf_counter() - started)
-        started = time.perf_counter()
-        np.copyto(dst, src)
-        best_copy = min(best_copy, time.perf_counter() - started)
-    return Probe(
-        cpu_model=this_cpu(),
-        cores=os.cpu_count(),
-        flops=2 * matrix**3 / best_mm,
-        bandwidth=2 * src.nbytes / best_copy,
-        measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        method=f"{label} {matrix}^3 matmul; {copy_bytes // 2**20} MiB numpy copy, "
-        f"read + write; best of {repeats}",
-    )
-
-
-def _matmul(n: int) -> tuple[Callable[[], object], str]:
-    try:
-        import torch
-    except ImportError:
-        import numpy as np
-
-        rng = np.random.default_rng(0)
-        a = rng.random((n, n), dtype=np.float32)
-        b = rng.random((n, n), dtype=np.float32)
-        return (lambda: a @ b), "numpy float32"
-    x = torch.randn(n, n, dtype=torch.bfloat16)
-    y = torch.randn(n, n, dtype=torch.bfloat16)
-    return (lambda: x @ y), "torch bfloat16"
-
-
-def save(probe: Probe, path: Path | None = None) -> Path:
-    path = path or cache_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(asdict(probe), indent=2) + "\n")
-    return path
-
-
-def load(path: Path | None = None) -> Probe | None:
-    """The cached probe, or None when there is none. A damaged cache is a domain error."""
-    path = path or cache_path()
-    if not path.is_file():
-        return None
-    try:
-        data: dict[str, Any] = json.loads(path.read_text())
-        return Probe(**data)
-    except (OSError, ValueError, TypeError) as exc:
-        raise TracekitError(
-            path, f"unreadable hardware cache ({exc}); rerun `tracekit hw`"
-        ) from None
-
-
-def cpu_spec(cpu_model: str | None) -> tuple[DeviceSpec | None, str]:
-    """The cached probe for ``cpu_model`` (the run's CPU), and why there is none if not."""
-    probe = load()
-    if probe is None:
-        return None, f"no measured CPU peaks: run `tracekit hw` (cache {cache_path()})"
-    if cpu_model and probe.cpu_model != cpu_model:
-        return None, (
-            f"the cached CPU probe is for {probe.cpu_model!r}, the run used {cpu_model!r}: "
-            "run `tracekit hw` on the capture machine"
-        )
-    return probe.spec(), ""

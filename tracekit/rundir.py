@@ -3,7 +3,8 @@
 ::
 
     RUN/
-      manifest.json   Manifest (below): versions, argv, status, exit code, layout, model, ranks
+      manifest.json   Manifest (below): versions, argv, status, exit code, layout, model, ranks,
+                      the roofline's peaks (``peaks``)
       traces/         one torch.profiler trace per rank (``*.pt.trace.json.gz``)
       steps/          ``*.jsonl``: one StepRecord per engine step, on the traces' clock
       logs/           the wrapped command's stdout / stderr
@@ -20,6 +21,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from tracekit.cpu_probe import RecordedPeaks
 from tracekit.errors import TracekitError
 
 MANIFEST = "manifest.json"
@@ -61,10 +63,17 @@ class Manifest(msgspec.Struct, kw_only=True, omit_defaults=True):
     exit_code: int | None = None
     host: dict[str, Any] = msgspec.field(default_factory=dict)
     hardware: dict[str, Any] = msgspec.field(default_factory=dict)
+    # the roofline's peaks, recorded at capture: the CPU probe run in the vLLM worker, or the
+    # GPUs' names (collectors.peaks); None: captured without them
+    peaks: RecordedPeaks | None = None
     versions: dict[str, str] = msgspec.field(default_factory=dict)
     layout: Layout = Layout()
     model: dict[str, Any] | None = None
     kv_cache: dict[str, Any] | None = None
+    # the engine's scheduler limits (max_num_seqs, max_num_batched_tokens) and compilation
+    # (enforce_eager, mode, cudagraph_mode), from vllm_config; None: not recorded
+    scheduler: dict[str, Any] | None = None
+    compilation: dict[str, Any] | None = None
     ranks: list[RankEntry] = msgspec.field(default_factory=list)
     capture: dict[str, Any] = msgspec.field(default_factory=dict)
     notes: list[str] = msgspec.field(default_factory=list)

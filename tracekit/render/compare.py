@@ -29,9 +29,23 @@ def render(comparison: Comparison, width: int = 160, colour: bool = False) -> st
     console.print(chart(comparison))
     for finding in comparison.findings:
         console.print(Text(f"• {finding.text}", style="bold" if finding.kind != "scaling" else ""))
+    said = engine_said(comparison)
+    if said:
+        console.print(Text(said))
     for warning in comparison.warnings:
         console.print(Text(f"warning: {warning}", style="yellow"))
     return buffer.getvalue()
+
+
+def engine_said(comparison: Comparison) -> str:
+    """Each run's vLLM warning kinds (its logs/), where any run logged one and they differ."""
+    kinds = [[w.kind.replace("_", " ") for w in r.engine_warnings] for r in comparison.runs]
+    if not any(kinds) or all(k == kinds[0] for k in kinds):
+        return ""
+    listed = "; ".join(
+        f"{r.name}: {', '.join(k) or 'none'}" for r, k in zip(comparison.runs, kinds, strict=True)
+    )
+    return f"vLLM said (logs/: fallbacks and features off): {listed}"
 
 
 def _ms(ns: int | None) -> str:

@@ -20,7 +20,11 @@ from tracekit.analysis import (
 )
 from tracekit.buckets import BUCKETS, COLLECTIVE
 from tracekit.render import ms, text_console
+from tracekit.render.context import TITLE, context_lines
+from tracekit.render.engine_said import TITLE as ENGINE_TITLE
+from tracekit.render.engine_said import engine_lines
 from tracekit.render.roofline import op_roofline_table, step_roofline_table
+from tracekit.run_context import OUTLIER_FACTOR
 
 COLOURS = {
     "compute": "green",
@@ -47,6 +51,16 @@ def render(analysis: Analysis, width: int = 120, colour: bool = False, top: int 
     console, buffer = text_console(width, colour)
     console.print(_summary(analysis))
     console.print(_verdict(analysis))
+    lines = context_lines(analysis)
+    if lines:
+        console.print(Text(TITLE, style="bold"))
+        for line in lines:
+            console.print(Text(f"  • {line}"))
+    said = engine_lines(analysis)
+    if said:
+        console.print(Text(ENGINE_TITLE, style="bold"))
+        for line in said:
+            console.print(Text(f"  • {line}"))
     console.print(_bucket_table(analysis))
     console.print(_ops_table(analysis, top))
     unclassified = _unclassified(analysis)
@@ -71,6 +85,11 @@ def render(analysis: Analysis, width: int = 120, colour: bool = False, top: int 
             for line in lines:
                 console.print(Text(f"  • {line}"))
     console.print(Text(f"Compute vs HBM: {analysis.compute_hbm_basis}.", style="italic"))
+    peaks = analysis.peaks
+    if peaks is not None and peaks.origin != "none":  # none: the basis above says why
+        console.print(Text(f"Peaks ({peaks.origin}): {peaks.source}.", style="italic"))
+        if peaks.suspect:
+            console.print(Text(f"peak suspect: {peaks.suspect}", style="bold yellow"))
     for warning in analysis.warnings:
         console.print(Text(f"warning: {warning}", style="yellow"))
     return buffer.getvalue()
@@ -122,7 +141,8 @@ def _bar(rank: RankResult) -> Text:
 
 def _bucket_table(a: Analysis) -> Table:
     table = Table(
-        title="Where the time went (exclusive buckets, % of each rank's window)",
+        title="Where the time went in the profiled window (exclusive buckets, % of each "
+        "rank's window)",
         box=box.SIMPLE_HEAD,
         title_justify="left",
         padding=(0, 1),
@@ -241,7 +261,8 @@ def _unclassified(a: Analysis) -> Table | None:
 
 def _steps_table(a: Analysis) -> Table:
     table = Table(
-        title="Engine steps (vLLM execute_context_N(T)_generation_M(G), host time)",
+        title="Engine steps in the profiled window (trace: vLLM "
+        "execute_context_N(T)_generation_M(G), host time)",
         box=box.SIMPLE_HEAD,
         title_justify="left",
     )
@@ -269,6 +290,12 @@ def _steps_table(a: Analysis) -> Table:
             ms(s.p90_ns),
             ms(s.max_ns),
         )
+    excluded = max((s.excluded for s in a.step_stats), default=0)
+    if excluded:
+        table.caption = (
+            f"mean / p50 / p90 leave out {excluded} step(s) longer than {OUTLIER_FACTOR:g}× "
+            "the window's median step; total and max count them"
+        )
     return table
 
 
@@ -282,8 +309,8 @@ def _spark(values: list[float], top: float) -> str:
 
 def _engine(e: EngineStats, stalled: float | None) -> Table:
     table = Table(
-        title=f"Scheduler and KV cache over time ({e.steps} engine steps, "
-        f"{e.engines} engine(s), {ms(e.span_ns)} ms; peak per time bin)",
+        title=f"Scheduler and KV cache over time, whole run ({e.source}: {e.steps} engine "
+        f"steps, {e.engines} engine(s), {ms(e.span_ns)} ms; peak per time bin)",
         box=box.SIMPLE_HEAD,
         title_justify="left",
     )
@@ -329,7 +356,13 @@ def _engine(e: EngineStats, stalled: float | None) -> Table:
         if e.source == "steps/"
         else ""  # logged stats carry rates, not token counts
     )
-    table.caption = f"{full} of step time{tokens} ({e.source})"
+    left = (
+        f"; means leave out {e.excluded_steps} step(s), {ms(e.excluded_ns)} ms (first step, "
+        "long gaps)"
+        if e.excluded_steps
+        else ""
+    )
+    table.caption = f"{full} of step time{tokens}, whole run ({e.source}){left}"
     return table
 
 
