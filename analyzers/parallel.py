@@ -15,6 +15,7 @@ and propagates.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import threading
@@ -33,6 +34,7 @@ J = TypeVar("J")
 Outcome = list[ParsedTrace] | TracekitError
 #: progress(files done, total, the name of the file just finished or started)
 Progress = Callable[[int, int, str], None]
+log = logging.getLogger(__name__)
 _PRELOAD = ["analyzers.pipeline", "analyzers.kineto", "analyzers.nsys", "numpy", "msgspec"]
 
 
@@ -82,7 +84,9 @@ def run_all(
     if jobs <= 1:
         return _sequential(fn, items, labels, progress)
     outcomes: list[T | TracekitError | None] = [None] * total
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=_context()) as pool:
+    context = _context()
+    log.debug("%d item(s) in %d worker processes (%s)", total, jobs, context.get_start_method())
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
         futures = {pool.submit(_worker, fn, item): i for i, item in enumerate(items)}
         pending: set[Future[T | tuple[str | None, str]]] = set(futures)
         done_count = 0

@@ -8,6 +8,7 @@ Every rank of a run is analysed over the run's common window (``analyzers.window
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -123,10 +124,19 @@ def check_state(state: RankState, stage: Stage) -> None:
         )
 
 
-def run_stages(state: RankState, stages: Sequence[Stage] = RANK_STAGES) -> RankState:
+def run_stages(
+    state: RankState,
+    stages: Sequence[Stage] = RANK_STAGES,
+    timings: list[tuple[str, float]] | None = None,
+) -> RankState:
+    """Each stage in order, the invariant checked after each; ``timings`` collects
+    (stage name, ms) for ``-v`` (``analyzers.run_log``)."""
     for stage in stages:
+        start = time.perf_counter()
         state = stage(state)
         check_state(state, stage)
+        if timings is not None:
+            timings.append((stage.__name__, (time.perf_counter() - start) * 1e3))
     return state
 
 
@@ -156,9 +166,19 @@ def rank_states(trace: Trace, facts: RunFacts | None = None) -> list[RankState]:
 def analyze_trace(
     trace: Trace, stages: Sequence[Stage] = RANK_STAGES, facts: RunFacts | None = None
 ) -> Analysis:
+    from analyzers import run_log
+
     facts = facts if facts is not None else run_facts(trace)
-    states = [run_stages(s, stages) for s in rank_states(trace, facts)]
-    return assemble(trace, states, facts)
+    states = []
+    for state in rank_states(trace, facts):
+        timings: list[tuple[str, float]] = []
+        states.append(run_stages(state, stages, timings))
+        stats = run_log.FileStats(
+            Path(state.trace.path).name, 0, 0.0, len(state.trace.events), tuple(timings)
+        )
+        run_log.log_rank(state.trace.id.label, stats)
+    with run_log.timed("run-level reports"):
+        return assemble(trace, states, facts)
 
 
 def assemble(trace: Trace, states: Sequence[RankState], facts: RunFacts) -> Analysis:

@@ -28,6 +28,7 @@ merged Analysis is the same (tested equal).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -42,6 +43,15 @@ from analyzers.loader import missing_ranks, rank_trace, settle_identities
 from analyzers.merge import merge
 from analyzers.parallel import Progress, parse_file, run_all
 from analyzers.pipeline import RANK_STAGES, RankState, Stage, rank_digest, run_stages
+from analyzers.run_log import (
+    FileStats,
+    family_counts,
+    log_file,
+    log_peaks,
+    log_rank,
+    log_window,
+    timed,
+)
 from analyzers.window import Window, common_window
 from tracekit.analysis import Analysis
 from tracekit.errors import TracekitError
@@ -72,6 +82,7 @@ class RankOut:
     device_names: tuple[str, ...]
     spec: DeviceSpec | None  # the peaks its stages used
     spec_note: str
+    stats: FileStats | None = None  # what reading and analysing it took (for -v)
 
 
 #: runs ``analyze_file`` over jobs, in job order: a file's ranks, or why it is unreadable
@@ -80,7 +91,10 @@ Executor = Callable[[Sequence[RankJob], Progress | None], list[list[RankOut] | T
 
 def analyze_file(job: RankJob) -> list[RankOut]:
     """Parse one file and run the per-rank stages on each of its ranks."""
+    start = time.perf_counter()
     parsed = parse_file(job.file.path)
+    parse_s = time.perf_counter() - start
+    size = job.file.path.stat().st_size
     names = NameTable()
     outs = []
     for one in parsed:
@@ -90,7 +104,16 @@ def analyze_file(job: RankJob) -> list[RankOut]:
             spec, note = device_spec(rank.has_device, rank.device_names, job.manifest)
             facts = replace(facts, spec=spec, spec_note=note)
         state = RankState(rank, names, facts=facts, window=job.window)
-        state = run_stages(state, job.stages)
+        timings: list[tuple[str, float]] = []
+        state = run_stages(state, job.stages, timings)
+        stats = FileStats(
+            job.file.path.name,
+            size,
+            parse_s,
+            len(rank.events),
+            tuple(timings),
+            family_counts(state.family),
+        )
         outs.append(
             RankOut(
                 rank_digest(state, facts),
@@ -98,6 +121,7 @@ def analyze_file(job: RankJob) -> list[RankOut]:
                 rank.device_names,
                 facts.spec,
                 facts.spec_note,
+                stats,
             )
         )
     return outs
@@ -141,10 +165,12 @@ def run_ranks(
     run_dir = str(found.run_dir) if found.run_dir else None
     facts = facts if facts is not None else manifest_facts(run_dir, manifest)
     jobs = [RankJob(f, facts, manifest, tuple(stages)) for f in found.files]
+    log.info("analysing %d trace file(s) from %s", len(jobs), found.source)
+    start = time.perf_counter()
     outcomes = execute(jobs, progress)
+    _log_outcomes(outcomes)
+    log.info("parsed and analysed every file: %.2f s", time.perf_counter() - start)
     failures = [o for o in outcomes if isinstance(o, TracekitError)]
-    for failure in failures:
-        log.warning("%s", failure)
     by_file = [(i, o) for i, o in enumerate(outcomes) if not isinstance(o, TracekitError)]
     if not by_file:
         raise failures[0]
@@ -156,7 +182,9 @@ def run_ranks(
         manifest,
     )
     facts = replace(facts, spec=spec, spec_note=note)
+    log_peaks(spec.name if spec else None, spec.source if spec else None, note)
     window = common_window([_own(o) for _, o in ranks])
+    log_window(window, len(ranks))
     redo = sorted(
         {
             i
@@ -165,8 +193,20 @@ def run_ranks(
         }
     )
     if redo:
+        log.debug(
+            "re-running %d file(s) with the run's peaks / common window: %s",
+            len(redo),
+            ", ".join(jobs[i].file.path.name for i in redo),
+        )
+        start = time.perf_counter()
         again = execute(
             [replace(jobs[i], facts=facts, fixed_spec=True, window=window) for i in redo], None
+        )
+        _log_outcomes(again, rerun=True)
+        log.info(
+            "re-ran %d file(s) over the run's window and peaks: %.2f s",
+            len(redo),
+            time.perf_counter() - start,
         )
         fresh = dict(zip(redo, again, strict=True))
         ranks = [
@@ -179,7 +219,26 @@ def run_ranks(
     warnings += [f"rank trace unreadable, analysed without it: {exc}" for exc in failures]
     warnings += missing_ranks(ids)
     info = RunInfo(str(found.source), run_dir, manifest, tuple(warnings))
-    return merge(info, digests, facts)
+    with timed("run-level reports"):
+        analysis = merge(info, digests, facts)
+    log.info("regime: %s", analysis.regime.name)
+    return analysis
+
+
+def _log_outcomes(outcomes: Sequence[list[RankOut] | TracekitError], rerun: bool = False) -> None:
+    """What each file took (the figures its worker measured), logged here in the parent.
+
+    An unreadable file is not logged: the Analysis's warnings say so, once."""
+    for outcome in outcomes:
+        if isinstance(outcome, TracekitError):
+            log.debug("unreadable: %s", outcome)
+            continue
+        for k, out in enumerate(outcome):
+            if out.stats is None:
+                continue
+            if k == 0:
+                log_file(out.stats, rerun)
+            log_rank(out.digest.result.label, out.stats, rerun)
 
 
 def _own(out: RankOut) -> Window:

@@ -4,6 +4,8 @@ The command runs in its own session, so a terminal's Ctrl-C reaches tracekit onl
 forwards SIGINT / SIGTERM to the command and waits while vLLM shuts down (which flushes the
 profiler). A second signal escalates to SIGKILL. stdout / stderr pass through live and are
 kept in ``logs/``. tracekit exits with the command's exit status (128 + N for signal N).
+A command that cannot be started leaves no run directory (``CommandNotFoundError``, exit 127).
+A run that ends without any vLLM engine having loaded the plugin is ``nothing-recorded``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
@@ -32,6 +36,33 @@ from tracekit.rundir import Layout, Manifest, RankEntry
 
 log = logging.getLogger(__name__)
 _TIMESTAMPED = re.compile(r"^(?P<name>.+?)\.\d{6,}\.pt\.trace\.json(?P<gz>\.gz)?$")
+NOT_FOUND_EXIT = 127
+NOTHING_RECORDED = (
+    "nothing was recorded: no vLLM engine loaded tracekit's plugin (the command did not "
+    "start vLLM, or tracekit is not installed in the command's Python environment)"
+)
+
+
+class CommandNotFoundError(TracekitError):
+    """The command does not exist or cannot be executed; no run directory is left."""
+
+    exit_code = NOT_FOUND_EXIT
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How the command ended: tracekit's exit status (128 + N for signal N) and the signal."""
+
+    status: int
+    signal_name: str | None = None
+
+
+def check_command(argv: list[str]) -> None:
+    """Raise ``CommandNotFoundError`` unless ``argv[0]`` names an executable (PATH searched)."""
+    if shutil.which(argv[0]) is None:
+        missing = "/" not in argv[0] or not Path(argv[0]).exists()
+        cause = "no such command" if missing else "not executable"
+        raise CommandNotFoundError(argv[0], f"could not start the command: {cause}")
 
 
 def _now() -> str:
@@ -69,11 +100,23 @@ def _options(settings: Settings) -> dict[str, Any]:
 
 def run(settings: Settings, argv: list[str]) -> int:
     """Capture ``argv``; returns the exit status tracekit should exit with."""
+    return run_command(settings, argv).status
+
+
+def run_command(
+    settings: Settings, argv: list[str], started: Callable[[list[str]], None] | None = None
+) -> Outcome:
+    """Capture ``argv``; ``started`` is called with the final command once the run
+    directory exists, just before the command starts."""
     if not argv:
         raise TracekitError(None, "no command given: tracekit capture --out DIR -- COMMAND ...")
-    if settings.mode == "nsys":
-        argv = nsys_command(settings) + argv
+    wrapper = nsys_command(settings) if settings.mode == "nsys" else []
+    check_command(argv)
+    argv = wrapper + argv
+    existed = settings.run_dir.is_dir()
     manifest = prepare(settings, argv)
+    if started is not None:
+        started(argv)
     logs = settings.run_dir / rundir.LOGS
     env = {**os.environ, **settings.to_env()}
     signals = _SignalForwarder()  # before the child starts: no signal may fall in between
@@ -81,16 +124,10 @@ def run(settings: Settings, argv: list[str]) -> int:
         child = subprocess.Popen(
             argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
         )
-    except OSError as exc:
+    except OSError as exc:  # not started: leave nothing that would block a retry
         signals.restore()
-        finish(
-            settings,
-            manifest,
-            127,
-            interrupted=False,
-            note=f"could not start {argv[0]}: {exc.strerror or exc}",
-        )
-        raise TracekitError(
+        _remove_run(settings.run_dir, keep_dir=existed)
+        raise CommandNotFoundError(
             argv[0], f"could not start the command: {exc.strerror or exc}"
         ) from None
     signals.attach(child)
@@ -105,7 +142,22 @@ def run(settings: Settings, argv: list[str]) -> int:
     status = code if code >= 0 else 128 - code
     note = export_nsys(settings) if settings.mode == "nsys" else None
     finish(settings, manifest, status, interrupted=bool(signals.received), note=note)
-    return status
+    return Outcome(status, _signal_name(-code) if code < 0 else None)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def _remove_run(run: Path, keep_dir: bool) -> None:
+    for path in [run] if not keep_dir else list(run.iterdir()):
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 NSYS_REPORT = "report"
@@ -232,8 +284,19 @@ def finish(
     first = engines[0] if engines else {}
     recorded, peaks_note = peaks.read(run, engines)
     notes += [peaks_note] if peaks_note else []
-    status: rundir.Status = "interrupted" if interrupted else "complete" if code == 0 else "failed"
-    if settings.mode == "full" and not ranks:
+    recorded_any = bool(engines or ranks or _has_steps(run))
+    status: rundir.Status = (
+        "interrupted"
+        if interrupted
+        else "failed"
+        if code != 0
+        else "complete"
+        if recorded_any
+        else "nothing-recorded"
+    )
+    if not recorded_any:
+        notes.append(NOTHING_RECORDED)
+    elif settings.mode == "full" and not ranks:
         notes.append(
             "no traces were written (did the command start a vLLM engine with "
             "tracekit installed in its environment?)"
@@ -297,6 +360,10 @@ def _layout(engines: list[dict[str, Any]]) -> Layout:
         return Layout()
     layout = Layout(**engines[0].get("layout", {}))
     return msgspec.structs.replace(layout, dp=max(layout.dp, len(engines)))
+
+
+def _has_steps(run: Path) -> bool:
+    return any(p.stat().st_size for p in (run / rundir.STEPS).glob("*.jsonl"))
 
 
 def _engine_meta(run: Path) -> list[dict[str, Any]]:

@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from tests.builders import cpu_op, write_trace
+from tests.conftest import SAMPLE_TP2
 from tracekit.cli import main
 
 
@@ -108,3 +109,10 @@ def test_cpu_only_trace_is_valid_input(tmp_path: Path) -> None:
     code, out, _ = _run(_good(tmp_path / "cpu.json.gz"))
     assert code == 0
     assert "CPU only" in out
+
+
+@pytest.mark.parametrize("option", [["--top", "-3"], ["--top", "0"], ["--width", "-1"]])
+def test_option_values_out_of_range_are_usage_errors(option: list[str]) -> None:
+    result = CliRunner().invoke(main, ["analyze", *option, str(SAMPLE_TP2)])
+    assert result.exit_code == 2
+    assert "is not in the range" in result.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from collectors.settings import ENV_DIR, from_env
+from tests.conftest import REPO
 from tracekit import rundir
+from tracekit.render import capture as talk
 
 TRACEKIT = [sys.executable, "-m", "tracekit.cli"]
 
@@ -40,7 +43,9 @@ def test_exit_code_logs_and_manifest(tmp_path: Path) -> None:
     assert manifest.argv[-1] == code
     assert manifest.capture["mode"] == "full"
     assert manifest.hardware["cpu_cores"] == os.cpu_count()
-    assert any("no traces were written" in n for n in manifest.notes)
+    assert any("nothing was recorded" in n for n in manifest.notes)
+    assert proc.stderr.splitlines()[0].startswith(f"tracekit: capturing `{sys.executable} -c")
+    assert proc.stderr.splitlines()[-1] == "tracekit: command exited with status 3"
 
 
 def test_existing_run_directory_is_never_overwritten(tmp_path: Path) -> None:
@@ -54,11 +59,93 @@ def test_existing_run_directory_is_never_overwritten(tmp_path: Path) -> None:
     assert sorted(p.name for p in run.iterdir()) == ["keep.txt"]
 
 
-def test_missing_command(tmp_path: Path) -> None:
-    proc = _capture(tmp_path / "run", "no-such-command-tracekit")
-    assert proc.returncode == 2
-    assert "could not start the command" in proc.stderr
-    assert rundir.read_manifest(tmp_path / "run").exit_code == 127
+def test_missing_command_leaves_no_run_directory(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    proc = _capture(run, "no-such-command-tracekit")
+    assert proc.returncode == 127
+    assert proc.stderr == (
+        "tracekit: error: no-such-command-tracekit: could not start the command: no such command\n"
+    )
+    assert not run.exists()
+    retry = _capture(run, "true")  # the same --out is not blocked
+    assert retry.returncode == 0, retry.stderr
+    assert rundir.read_manifest(run).status == "nothing-recorded"
+
+
+def test_command_not_executable(tmp_path: Path) -> None:
+    script = tmp_path / "script.sh"
+    script.write_text("#!/bin/sh\n")
+    proc = _capture(tmp_path / "run", str(script))
+    assert (proc.returncode, proc.stderr.count("\n")) == (127, 1)
+    assert "not executable" in proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_command_without_vllm_records_nothing_and_says_why(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    proc = _capture(run, "true")
+    assert proc.returncode == 0
+    manifest = rundir.read_manifest(run)
+    assert (manifest.status, manifest.exit_code) == ("nothing-recorded", 0)
+    first = proc.stderr.splitlines()[0]
+    assert first == (
+        f"tracekit: capturing `true` into {run}/ (5 warm-up steps, then 20 profiled; "
+        "torch profiler traces + step stats)"
+    )
+    text = " ".join(proc.stderr.split())
+    assert "status nothing-recorded (exit 0)" in text
+    assert "the command did not start vLLM" in text
+    assert "tracekit is not installed in the command's Python environment" in text
+    assert "tracekit analyze" not in text
+    analyze = subprocess.run(
+        [*TRACEKIT, "analyze", str(run)], capture_output=True, text=True, check=False
+    )
+    assert (analyze.returncode, analyze.stderr.count("\n")) == (2, 1)
+
+
+def test_failing_command_names_its_exit_status(tmp_path: Path) -> None:
+    proc = _capture(tmp_path / "run", "false")
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines()[-1] == "tracekit: command exited with status 1"
+    assert rundir.read_manifest(tmp_path / "run").status == "failed"
+
+
+def test_summary_of_a_captured_run(tmp_path: Path) -> None:
+    run = tmp_path / "tp2"
+    shutil.copytree(REPO / "sample_traces" / "vllm_cpu_tp2", run)
+    summary = talk.summarize(run)
+    manifest = rundir.read_manifest(run)
+    traces = sorted((run / rundir.TRACES).iterdir())
+    assert summary.status == "complete" and summary.recorded
+    assert summary.ranks == len(manifest.ranks) == 2
+    assert summary.trace_bytes == tuple(p.stat().st_size for p in traces)
+    assert summary.engines == 1
+    assert summary.step_records == len(rundir.read_steps(run))
+    assert summary.warmup_steps == manifest.capture["warmup_steps"]
+    assert summary.window_source == "traces"
+    assert summary.window_steps == manifest.capture["steps"]  # profiled as asked
+    assert summary.window_ns is not None and summary.window_ns > 0
+    text = talk.render(summary)
+    table = text.splitlines()[: -len(talk.next_commands(summary))]
+    assert max(len(line) for line in table) <= 80
+    rows = dict(talk.rows(summary))
+    assert rows["ranks"] == "2 captured"
+    assert rows["steps"] == f"{summary.step_records} step records from 1 engine"
+    assert rows["window"].startswith(f"{manifest.capture['steps']} steps, ")
+    assert text.splitlines()[-2:] == [
+        f"  next: tracekit analyze {run}",
+        f"        tracekit open {run}",
+    ]
+
+
+def test_summary_without_step_annotations_uses_the_manifest(tmp_path: Path) -> None:
+    run = tmp_path / "tp2"
+    shutil.copytree(REPO / "sample_traces" / "vllm_cpu_tp2", run)
+    for trace in (run / rundir.TRACES).iterdir():
+        trace.write_bytes(b"")  # unreadable: the window comes from the manifest
+    summary = talk.summarize(run)
+    assert (summary.window_source, summary.window_ns) == ("manifest", None)
+    assert summary.window_steps == rundir.read_manifest(run).capture["steps"]
 
 
 def test_sigint_is_forwarded_and_the_run_marked_interrupted(tmp_path: Path) -> None:
@@ -95,6 +182,7 @@ def test_killed_command_exit_status(tmp_path: Path) -> None:
         "import os, signal; os.kill(os.getpid(), signal.SIGKILL)",
     )
     assert proc.returncode == 128 + signal.SIGKILL
+    assert proc.stderr.splitlines()[-1] == "tracekit: command killed by SIGKILL (exit status 137)"
 
 
 def test_plugin_settings_only_under_capture() -> None:

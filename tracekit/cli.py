@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -62,8 +61,19 @@ def main(verbose: int) -> None:
 @main.command()
 @click.argument("path", type=click.Path(path_type=Path), required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print the Analysis as JSON on stdout.")
-@click.option("--top", default=12, show_default=True, help="Rows in the top-ops table.")
-@click.option("--width", default=None, type=int, help="Report width (default: terminal).")
+@click.option(
+    "--top",
+    default=12,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Rows in the top-ops table.",
+)
+@click.option(
+    "--width",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Report width (default: terminal, else COLUMNS).",
+)
 @click.option(
     "-j",
     "--jobs",
@@ -115,12 +125,12 @@ def analyze(
 
         sys.stdout.buffer.write(render_json(analysis))
         return
+    from tracekit.render import resolve_width
     from tracekit.render.console import render as render_console
 
     colour = sys.stdout.isatty()
-    if width is None:
-        width = shutil.get_terminal_size((120, 40)).columns if colour else 120
-    click.echo(render_console(analysis, width=max(width, 80), colour=colour, top=top), nl=False)
+    width = resolve_width(width, 120)
+    click.echo(render_console(analysis, width=width, colour=colour, top=top), nl=False)
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
@@ -165,8 +175,9 @@ def capture(
 
     Example: tracekit capture --out run1 -- vllm serve MODEL --tensor-parallel-size 2
     """
-    from collectors.capture import run as run_capture
+    from collectors.capture import CommandNotFoundError, run_command
     from collectors.settings import Settings
+    from tracekit.render import capture as talk
 
     settings = Settings(
         run_dir=out,
@@ -175,7 +186,22 @@ def capture(
         steps=steps,
         record_shapes=record_shapes,
     )
-    sys.exit(run_capture(settings, list(command)))
+
+    def started(argv: list[str]) -> None:
+        line = talk.start_line(out, argv, settings.mode, warmup_steps, steps)
+        click.echo(line, err=True)
+
+    try:
+        outcome = run_command(settings, list(command), started=started)
+    except CommandNotFoundError as exc:
+        _fail(str(exc), exc.exit_code)
+        return
+    summary = talk.summarize(out)
+    click.echo(talk.render(summary, colour=sys.stderr.isatty()), err=True, nl=False)
+    line = talk.exit_line(outcome.status, outcome.signal_name)
+    if line:
+        click.echo(line, err=True)
+    sys.exit(outcome.status)
 
 
 def _register() -> None:

@@ -7,7 +7,6 @@ options into one library call (``tracekit.compare.compare``), then renders.
 from __future__ import annotations
 
 import functools
-import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -39,7 +38,12 @@ def _at_least_two(_ctx: click.Context, _param: click.Parameter, value: Any) -> A
     "runs", nargs=-1, required=True, type=click.Path(path_type=Path), callback=_at_least_two
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON on stdout.")
-@click.option("--width", default=None, type=int, help="Report width (default: terminal).")
+@click.option(
+    "--width",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Report width (default: terminal).",
+)
 @_guarded
 def compare_command(runs: tuple[Path, ...], as_json: bool, width: int | None) -> None:
     """Compare runs (run directories, trace folders or traces) as a layout sweep: throughput
@@ -51,12 +55,12 @@ def compare_command(runs: tuple[Path, ...], as_json: bool, width: int | None) ->
     if as_json:
         sys.stdout.buffer.write(to_json(comparison) + b"\n")
         return
+    from tracekit.render import resolve_width
     from tracekit.render.compare import render
 
     colour = sys.stdout.isatty()
-    if width is None:
-        width = shutil.get_terminal_size((160, 40)).columns if colour else 160
-    click.echo(render(comparison, width=max(width, 80), colour=colour), nl=False)
+    width = resolve_width(width, 160)
+    click.echo(render(comparison, width=width, colour=colour), nl=False)
 
 
 __all__ = ["compare_command"]

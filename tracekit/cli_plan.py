@@ -8,7 +8,6 @@ options into library calls (``analyzers.calibrate.calibrate`` with ``--calibrate
 from __future__ import annotations
 
 import functools
-import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -57,7 +56,12 @@ def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
 )
 @click.option("-j", "--jobs", default=None, type=click.IntRange(min=1), help="Analysis processes.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON on stdout.")
-@click.option("--width", default=None, type=int, help="Report width (default: terminal).")
+@click.option(
+    "--width",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Report width (default: terminal, else COLUMNS).",
+)
 @_guarded
 def plan_command(
     runs: tuple[str, ...],
@@ -78,6 +82,7 @@ def plan_command(
     from analyzers.plan import plan
     from tracekit.hardware import spec_by_name
     from tracekit.render import plan as render_plan
+    from tracekit.render import resolve_width
 
     if runs and not calibrate:
         raise TracekitError(runs[0], "run directories are read only with --calibrate")
@@ -110,11 +115,8 @@ def plan_command(
         click.echo(render_plan.render_json(result, cal), nl=False)
         return
     colour = sys.stdout.isatty()
-    if width is None:
-        width = shutil.get_terminal_size((160, 40)).columns if colour else 160
-    click.echo(
-        render_plan.render(result, width=max(width, 100), colour=colour, calibration=cal), nl=False
-    )
+    width = resolve_width(width, 160)
+    click.echo(render_plan.render(result, width=width, colour=colour, calibration=cal), nl=False)
 
 
 __all__ = ["plan_command"]

@@ -8,7 +8,6 @@ options into one library call (``collectors.sweep.run``), then renders the compa
 from __future__ import annotations
 
 import functools
-import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -95,7 +94,12 @@ def outcome(record: SweepRecord) -> str:
     "-q", "--quiet", is_flag=True, help="Keep the command's output in each run's logs/ only."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON on stdout.")
-@click.option("--width", default=None, type=int, help="Report width (default: terminal).")
+@click.option(
+    "--width",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Report width (default: terminal, else COLUMNS).",
+)
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @_guarded
 def sweep_command(
@@ -156,12 +160,13 @@ def sweep_command(
         click.echo(outcome(result.record), nl=False, err=True)
         sys.exit(result.exit_status)
     colour = sys.stdout.isatty()
-    if width is None:
-        width = shutil.get_terminal_size((160, 40)).columns if colour else 160
+    from tracekit.render import resolve_width
+
+    width = resolve_width(width, 160)
     if result.comparison is not None:
         from tracekit.render.compare import render
 
-        click.echo(render(result.comparison, width=max(width, 80), colour=colour), nl=False)
+        click.echo(render(result.comparison, width=width, colour=colour), nl=False)
     else:
         click.echo("no layout completed: nothing to compare")
     click.echo(outcome(result.record), nl=False)

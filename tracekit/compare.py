@@ -24,6 +24,7 @@ from tracekit import __version__, rundir
 from tracekit.analysis import Analysis, EngineWarning
 from tracekit.buckets import BUCKET_PHRASE, BUCKETS, COMPUTE, HBM, IDLE
 from tracekit.compare_engine import engine_difference
+from tracekit.compare_runs import label, run_names, run_warnings, same_run_warnings
 from tracekit.errors import TracekitError
 
 COMPARE_SCHEMA_VERSION: Final = 1
@@ -128,8 +129,10 @@ def compare(paths: Sequence[str | Path]) -> Comparison:
     """Analyse each run (bad input raises TracekitError naming it) and compare them."""
     from tracekit import analyze
 
-    names = _names([str(p) for p in paths])
-    return build([(name, analyze(path)) for name, path in zip(names, paths, strict=True)])
+    names = run_names([str(p) for p in paths])
+    got = build([(name, analyze(path)) for name, path in zip(names, paths, strict=True)])
+    same = same_run_warnings(names, paths)
+    return msgspec.structs.replace(got, warnings=[*same, *got.warnings]) if same else got
 
 
 def build(named: Sequence[tuple[str, Analysis]]) -> Comparison:
@@ -137,6 +140,7 @@ def build(named: Sequence[tuple[str, Analysis]]) -> Comparison:
     warnings = [
         f"{r.name}: run status {r.status}" for r in rows if r.status not in (None, "complete")
     ]
+    warnings += run_warnings(named)
     warnings += _workload_warnings(rows, [a for _, a in named])
     bases = {r.throughput.basis for r in rows if r.throughput}
     if len(bases) > 1:
@@ -189,12 +193,6 @@ def row(name: str, a: Analysis) -> RunRow:
         regime_label=a.regime.label,
         engine_warnings=list(a.engine_warnings),
     )
-
-
-def _names(paths: list[str]) -> list[str]:
-    """Each run's folder / file name, or the path as given where names collide."""
-    short = [Path(p).name or p for p in paths]
-    return [s if short.count(s) == 1 else p for s, p in zip(short, paths, strict=True)]
 
 
 def _layout(a: Analysis) -> Layout:
@@ -324,9 +322,10 @@ def findings(rows: Sequence[RunRow]) -> list[Finding]:
             (small, large) if per_device(small) >= per_device(large) else (large, small)
         )
         head = (
-            f"scaling {lo} → {hi} device(s): {large.layout_label} gives {speedup:.2f}× the "
-            f"throughput of {small.layout_label} ({speedup * lo / hi:.0%} per-device "
-            f"efficiency); per device {faster.layout_label} is faster ({_ratio(faster, slower)})"
+            f"scaling {lo} → {hi} device(s): {label(large, small)} gives {speedup:.2f}× the "
+            f"throughput of {label(small, large)} ({speedup * lo / hi:.0%} per-device "
+            f"efficiency); per device {label(faster, slower)} is faster "
+            f"({_ratio(faster, slower)})"
         )
         out.append(_finding("scaling", [lo, hi], faster, slower, head))
     return out
@@ -350,8 +349,8 @@ def _finding(
         key=lambda d: (d[1] == IDLE, d[1] in (COMPUTE, HBM), -d[0]),
     )
     grown = [k for d, k in deltas if d >= MIN_DELTA][:2]
-    why = f"{slower.layout_label} spends " + ", ".join(
-        f"{slower.shares[k]:.1%} in {BUCKET_PHRASE[k]} vs {faster.layout_label} "
+    why = f"{label(slower, faster)} spends " + ", ".join(
+        f"{slower.shares[k]:.1%} in {BUCKET_PHRASE[k]} vs {label(faster, slower)} "
         f"{faster.shares[k]:.1%}"
         for k in grown
     )

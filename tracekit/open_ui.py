@@ -8,13 +8,20 @@ own origin, so the browser needs that CORS grant), and the browser opens
 after that one GET is answered (requests for other paths get 404 and do not count), or when
 the timeout passes, so it never hangs forever. A preflight (``OPTIONS``, which browsers may
 send before a public page reads from loopback) is allowed and does not count either.
+
+On a remote machine (over SSH) the browser's loopback is not this one's: ``serve_once``
+prints, to stderr, how to forward the port (``ssh -L PORT:127.0.0.1:PORT user@host``) or to
+copy the trace and open it at ui.perfetto.dev (``remote_recipe``).
 """
 
 from __future__ import annotations
 
+import getpass
 import http.server
 import logging
 import shutil
+import socket
+import sys
 import time
 import webbrowser
 from collections.abc import Callable
@@ -33,6 +40,23 @@ DEFAULT_TIMEOUT_S = 300.0
 
 def ui_url(file_name: str, port: int = DEFAULT_PORT) -> str:
     return f"{UI_ORIGIN}/#!/?url=http://{HOST}:{port}/{quote(file_name)}"
+
+
+def remote_recipe(path: Path, port: int) -> str:
+    """How to open the served trace from another machine: forward the port over SSH, or
+    copy the file and open it in the UI."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid
+        user = "user"
+    host = socket.gethostname() or "host"
+    return (
+        f"on another machine (e.g. over SSH), forward the port first:\n"
+        f"  ssh -L {port}:{HOST}:{port} {user}@{host}\n"
+        f"  then open {ui_url(path.name, port)}\n"
+        f"or copy the trace and open it at {UI_ORIGIN}:\n"
+        f"  scp {user}@{host}:{path.resolve()} .\n"
+    )
 
 
 class _OnceServer(http.server.HTTPServer):
@@ -82,10 +106,12 @@ def serve_once(
     port: int = DEFAULT_PORT,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     on_ready: Callable[[int], None] | None = None,
+    recipe: bool = True,
 ) -> bool:
     """Serve ``path`` until its one GET is answered; False if ``timeout_s`` passed first.
 
-    ``on_ready(port)`` runs once the socket listens (``port=0`` picks a free port).
+    ``on_ready(port)`` runs once the socket listens (``port=0`` picks a free port); then
+    ``remote_recipe`` for that port is written to stderr (``recipe=False``: not).
     """
     if not path.is_file():
         raise TracekitError(path, "no such file")
@@ -97,8 +123,12 @@ def serve_once(
         ) from None
     deadline = time.monotonic() + timeout_s
     with server:
+        bound = server.server_address[1]
         if on_ready is not None:
-            on_ready(server.server_address[1])
+            on_ready(bound)
+        if recipe:
+            sys.stderr.write(remote_recipe(path, bound))
+            sys.stderr.flush()
         while not server.served:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -127,4 +157,12 @@ def open_browser(url: str) -> bool:
         return False
 
 
-__all__ = ["DEFAULT_PORT", "DEFAULT_TIMEOUT_S", "UI_ORIGIN", "open_browser", "serve_once", "ui_url"]
+__all__ = [
+    "DEFAULT_PORT",
+    "DEFAULT_TIMEOUT_S",
+    "UI_ORIGIN",
+    "open_browser",
+    "remote_recipe",
+    "serve_once",
+    "ui_url",
+]

@@ -10,7 +10,9 @@
       logs/           the wrapped command's stdout / stderr
 
 The manifest is validated on write and on read; a run whose status is not ``complete`` is
-still analysable and says so.
+still analysable and says so. ``nothing-recorded``: the command exited 0 but no vLLM engine
+loaded tracekit's plugin (no engine facts in ``meta/``, no steps, no traces); analysing it is
+a one-line error.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ LOGS = "logs"
 FORMAT = "tracekit-run"
 FORMAT_VERSION = 1
 
-Status = Literal["running", "complete", "failed", "interrupted"]
+Status = Literal["running", "complete", "failed", "interrupted", "nothing-recorded"]
 
 
 class Layout(msgspec.Struct, frozen=True, forbid_unknown_fields=False):

@@ -9,7 +9,7 @@ from rich.text import Text
 
 from tracekit.buckets import BUCKETS
 from tracekit.compare import Comparison, RunRow, per_device
-from tracekit.render import text_console
+from tracekit.render import bullets, fit, text_console
 from tracekit.render.console import COLOURS, SHORT
 
 BAR_WIDTH = 40
@@ -19,16 +19,30 @@ BASIS_MARK = {"engine": "", "profile": "*"}
 def render(comparison: Comparison, width: int = 160, colour: bool = False) -> str:
     console, buffer = text_console(width, colour)
     console.print(Text(f"tracekit compare: {len(comparison.runs)} run(s)", style="bold"))
-    console.print(table(comparison))
+    sweep = table(comparison)
+    fit(console, sweep)
+    console.print(sweep)
     console.print(Text(_legend(comparison), style="italic"))
     for basis, text in comparison.bases.items():
         mark = BASIS_MARK[basis]
         which = f"figures marked {mark}" if mark else "unmarked figures"
         which = "" if len(comparison.bases) == 1 else f" ({which})"
         console.print(Text(f"throughput basis{which}: {text}"))
-    console.print(chart(comparison))
-    for finding in comparison.findings:
-        console.print(Text(f"• {finding.text}", style="bold" if finding.kind != "scaling" else ""))
+    for bar_width in (BAR_WIDTH, 30, 20, 12):  # the bar shrinks before a label is cut
+        bars = chart(comparison, bar_width)
+        if fit(console, bars):
+            break
+    console.print(bars)
+    if comparison.findings:
+        console.print(
+            bullets(
+                [
+                    Text(f.text, style="bold" if f.kind != "scaling" else "")
+                    for f in comparison.findings
+                ],
+                indent=0,
+            )
+        )
     said = engine_said(comparison)
     if said:
         console.print(Text(said))
@@ -104,7 +118,7 @@ def _legend(comparison: Comparison) -> str:
     )
 
 
-def chart(comparison: Comparison) -> Table:
+def chart(comparison: Comparison, bar_width: int = BAR_WIDTH) -> Table:
     """Throughput per device against layout, one bar per run in sweep order."""
     t = Table(
         title="Throughput per device (tok/s/device) by layout",
@@ -113,16 +127,16 @@ def chart(comparison: Comparison) -> Table:
         show_header=False,
         pad_edge=False,
     )
-    t.add_column("layout")
-    t.add_column("bar", width=BAR_WIDTH)
+    t.add_column("layout", overflow="fold")
+    t.add_column("bar", width=bar_width)
     t.add_column("value", justify="right")
-    t.add_column("regime")
+    t.add_column("regime", overflow="fold")
     top = max((per_device(r) for r in comparison.runs), default=0.0) or 1.0
     for r in comparison.runs:
         value = per_device(r)
         t.add_row(
             f"{r.layout_label} · {r.devices} dev ({r.name})",
-            Bar(top, 0, value, width=BAR_WIDTH, color=COLOURS.get(_bucket(r), "white")),
+            Bar(top, 0, value, width=bar_width, color=COLOURS.get(_bucket(r), "white")),
             f"{value:,.1f}" if r.throughput else "—",
             r.regime,
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from rich import box
-from rich.console import Group
+from rich.console import Group, RenderableType
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -19,7 +19,7 @@ from tracekit.analysis import (
     RankResult,
 )
 from tracekit.buckets import BUCKETS, COLLECTIVE
-from tracekit.render import ms, text_console
+from tracekit.render import bullets, caption_left, fit, middle, ms, rank_labels, text_console
 from tracekit.render.context import TITLE, context_lines
 from tracekit.render.engine_said import TITLE as ENGINE_TITLE
 from tracekit.render.engine_said import engine_lines
@@ -44,6 +44,13 @@ SHORT = {
     "moe_routing": "moe",
     "kv_stall": "kv",
 }
+LEGEND = {
+    "compute": "compute",
+    "collective": "exposed collectives",
+    "bubble": "pipeline bubbles",
+    "moe_routing": "MoE routing",
+    "kv_stall": "KV-cache stalls",
+}
 SPARK = "▁▂▃▄▅▆▇█"
 
 
@@ -51,30 +58,43 @@ def render(analysis: Analysis, width: int = 120, colour: bool = False, top: int 
     console, buffer = text_console(width, colour)
     console.print(_summary(analysis))
     console.print(_verdict(analysis))
+
+    def show(table: Table) -> None:
+        fit(console, caption_left(table))
+        console.print(table)
+
     lines = context_lines(analysis)
     if lines:
         console.print(Text(TITLE, style="bold"))
-        for line in lines:
-            console.print(Text(f"  • {line}"))
+        console.print(bullets(lines))
     said = engine_lines(analysis)
     if said:
         console.print(Text(ENGINE_TITLE, style="bold"))
-        for line in said:
-            console.print(Text(f"  • {line}"))
-    console.print(_bucket_table(analysis))
-    console.print(_ops_table(analysis, top))
-    unclassified = _unclassified(analysis)
+        console.print(bullets(said))
+    buckets = _bucket_table(analysis, bar=colour)
+    if colour and not fit(console, caption_left(buckets)):
+        buckets = _bucket_table(analysis, bar=False)  # the bar is the first thing to go
+    show(buckets)
+    for limit in range(70, 19, -5):  # long names shortened (in the middle) until it fits
+        ops = _ops_table(analysis, top, limit)
+        if fit(console, caption_left(ops)):
+            break
+    show(ops)
+    for limit in range(70, 19, -5):
+        unclassified = _unclassified(analysis, limit)
+        if unclassified is None or fit(console, caption_left(unclassified)):
+            break
     if unclassified is not None:
-        console.print(unclassified)
+        show(unclassified)
     if analysis.step_stats:
-        console.print(_steps_table(analysis))
+        show(_steps_table(analysis))
     if analysis.engine is not None:
-        console.print(_engine(analysis.engine, analysis.kv.stalled_share if analysis.kv else None))
+        show(_engine(analysis.engine, analysis.kv.stalled_share if analysis.kv else None, width))
     for table in (step_roofline_table(analysis), op_roofline_table(analysis)):
         if table is not None:
-            console.print(table)
+            show(table)
     if analysis.collectives is not None:
-        console.print(_collectives(analysis.collectives))
+        show(_collectives(analysis.collectives))
     for title, regime, lines in (
         ("KV cache capacity", "capacity-bound", analysis.kv.evidence if analysis.kv else []),
         ("Pipeline bubbles", "bubble-bound", analysis.bubbles.evidence if analysis.bubbles else []),
@@ -82,8 +102,7 @@ def render(analysis: Analysis, width: int = 120, colour: bool = False, top: int 
     ):
         if lines and analysis.regime.name != regime:  # else the verdict panel lists them
             console.print(Text(title, style="bold"))
-            for line in lines:
-                console.print(Text(f"  • {line}"))
+            console.print(bullets(lines))
     console.print(Text(f"Compute vs HBM: {analysis.compute_hbm_basis}.", style="italic"))
     peaks = analysis.peaks
     if peaks is not None and peaks.origin != "none":  # none: the basis above says why
@@ -119,9 +138,11 @@ def _summary(a: Analysis) -> Text:
 
 def _verdict(a: Analysis) -> Panel:
     r = a.regime
-    lines = [Text(r.label, style="bold")]
-    lines += [Text(f"• {e}") for e in r.evidence]
-    lines += [Text(f"→ {adv}", style="green") for adv in r.advice]
+    lines: list[RenderableType] = [Text(r.label, style="bold")]
+    if r.evidence:
+        lines.append(bullets(r.evidence, indent=0))
+    if r.advice:
+        lines.append(bullets([Text(adv, style="green") for adv in r.advice], "→", indent=0))
     if r.runners_up:
         lines.append(Text("runners-up: " + ", ".join(r.runners_up), style="dim"))
     lines += [Text(f"not assessed: {k}: {why}", style="dim") for k, why in r.not_assessed.items()]
@@ -139,7 +160,8 @@ def _bar(rank: RankResult) -> Text:
     return bar
 
 
-def _bucket_table(a: Analysis) -> Table:
+def _bucket_table(a: Analysis, bar: bool) -> Table:
+    shown = [b for b in BUCKETS if any(r.buckets[b] for r in a.ranks)]  # drop all-zero
     table = Table(
         title="Where the time went in the profiled window (exclusive buckets, % of each "
         "rank's window)",
@@ -149,27 +171,24 @@ def _bucket_table(a: Analysis) -> Table:
     )
     table.add_column("rank", no_wrap=True)
     table.add_column("window ms", justify="right", no_wrap=True)
-    for bucket in BUCKETS:
+    for bucket in shown:
         table.add_column(
             SHORT.get(bucket, bucket), justify="right", style=COLOURS[bucket], no_wrap=True
         )
     table.add_column("hid ms", justify="right", no_wrap=True)
-    table.add_column("bar", no_wrap=True, min_width=BAR_WIDTH)
-    for rank in a.ranks:
+    if bar:
+        table.add_column("bar", no_wrap=True, min_width=BAR_WIDTH)
+    for rank, label in zip(a.ranks, rank_labels([r.identity for r in a.ranks]), strict=True):
         shares = [
             f"{rank.buckets[k] / rank.window_ns * 100:.1f}" if rank.window_ns else "-"
-            for k in BUCKETS
+            for k in shown
         ]
-        table.add_row(
-            rank.label,
-            ms(rank.window_ns),
-            *shares,
-            ms(rank.overlapped.get(COLLECTIVE, 0)),
-            _bar(rank),
-        )
-    table.caption = (
-        "comp = compute, coll = exposed collectives, bubl = pipeline bubbles, moe = MoE "
-        "routing, kv = KV-cache stalls; hid ms = collective time hidden under compute"
+        row = [label, ms(rank.window_ns), *shares, ms(rank.overlapped.get(COLLECTIVE, 0))]
+        table.add_row(*row, *([_bar(rank)] if bar else []))
+    dropped = [SHORT.get(b, b) for b in BUCKETS if b not in shown]
+    legend = [f"{SHORT[b]} = {LEGEND[b]}" for b in shown if b in SHORT]
+    table.caption = "; ".join([*legend, "hid ms = collective time hidden under compute"]) + (
+        f"; at 0 on every rank, left out: {', '.join(dropped)}" if dropped else ""
     )
     return table
 
@@ -209,7 +228,7 @@ def _collectives(c: Collectives) -> Table:
     return table
 
 
-def _ops_table(a: Analysis, top: int) -> Table:
+def _ops_table(a: Analysis, top: int, name_limit: int = 70) -> Table:
     kind = "device time" if a.device == "gpu" else "self time"
     table = Table(
         title=f"Top kernels / ops ({kind}, all ranks)", box=box.SIMPLE_HEAD, title_justify="left"
@@ -221,10 +240,10 @@ def _ops_table(a: Analysis, top: int) -> Table:
         ("calls", "right"),
         ("total ms", "right"),
     ):
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+        table.add_column(col, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     for op in _merge_ops([o for r in a.ranks for o in r.top_ops])[:top]:
         table.add_row(
-            _short(op.name),
+            middle(op.name, name_limit),
             op.family,
             Text(op.bucket, style=COLOURS[op.bucket]),
             str(op.count),
@@ -240,7 +259,7 @@ def _ops_table(a: Analysis, top: int) -> Table:
     return table
 
 
-def _unclassified(a: Analysis) -> Table | None:
+def _unclassified(a: Analysis, name_limit: int = 70) -> Table | None:
     ops = _merge_ops([o for r in a.ranks for o in r.unclassified])
     if not ops:
         return None
@@ -251,11 +270,11 @@ def _unclassified(a: Analysis) -> Table | None:
         box=box.SIMPLE_HEAD,
         title_justify="left",
     )
-    table.add_column("name")
+    table.add_column("name", no_wrap=True)
     table.add_column("calls", justify="right")
     table.add_column("total ms", justify="right")
     for op in ops[:10]:
-        table.add_row(_short(op.name), str(op.count), ms(op.total_ns))
+        table.add_row(middle(op.name, name_limit), str(op.count), ms(op.total_ns))
     return table
 
 
@@ -299,7 +318,12 @@ def _steps_table(a: Analysis) -> Table:
     return table
 
 
-def _spark(values: list[float], top: float) -> str:
+def _spark(values: list[float], top: float, room: int) -> str:
+    if len(values) > room:  # one mark per bin, the bin's peak
+        values = [
+            max(values[i * len(values) // room : (i + 1) * len(values) // room])
+            for i in range(room)
+        ]
     if top <= 0:
         return SPARK[0] * len(values)
     return "".join(
@@ -307,7 +331,8 @@ def _spark(values: list[float], top: float) -> str:
     )
 
 
-def _engine(e: EngineStats, stalled: float | None) -> Table:
+def _engine(e: EngineStats, stalled: float | None, width: int) -> Table:
+    room = max(width - 44, 8)
     table = Table(
         title=f"Scheduler and KV cache over time, whole run ({e.source}: {e.steps} engine "
         f"steps, {e.engines} engine(s), {ms(e.span_ns)} ms; peak per time bin)",
@@ -323,19 +348,19 @@ def _engine(e: EngineStats, stalled: float | None) -> Table:
         "KV-cache usage",
         f"{e.kv_usage_max:.0%}",
         f"{e.kv_usage_mean:.0%}",
-        _spark([p.kv_usage for p in points], 1.0),
+        _spark([p.kv_usage for p in points], 1.0, room),
     )
     table.add_row(
         "running",
         str(e.running_max),
         f"{e.running_mean:.1f}",
-        _spark([float(p.running) for p in points], float(e.running_max)),
+        _spark([float(p.running) for p in points], float(e.running_max), room),
     )
     table.add_row(
         "waiting",
         str(e.waiting_max),
         f"{e.waiting_share:.0%} of time",
-        _spark([float(p.waiting) for p in points], float(e.waiting_max)),
+        _spark([float(p.waiting) for p in points], float(e.waiting_max), room),
     )
     table.add_row(
         "preemptions",
@@ -344,6 +369,7 @@ def _engine(e: EngineStats, stalled: float | None) -> Table:
         _spark(
             [float(p.preemptions) for p in points],
             float(max((p.preemptions for p in points), default=0)),
+            room,
         ),
     )
     full = (
@@ -364,7 +390,3 @@ def _engine(e: EngineStats, stalled: float | None) -> Table:
     )
     table.caption = f"{full} of step time{tokens}, whole run ({e.source}){left}"
     return table
-
-
-def _short(name: str, limit: int = 70) -> str:
-    return name if len(name) <= limit else name[: limit - 1] + "…"

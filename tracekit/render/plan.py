@@ -12,13 +12,14 @@ from rich.table import Table
 from rich.text import Text
 
 from analyzers.plan import Plan
-from tracekit.render import text_console
+from tracekit.render import fit, text_console
 from tracekit.render.console import SHORT
 
 if TYPE_CHECKING:
     from analyzers.calibrate import Calibration
 
 SCHEMA_VERSION = 1
+DROP_ORDER = ("act GB", "weights GB", "max seqs", "round ms", "KV GB/dev")
 
 
 def calibration_dict(cal: Calibration) -> dict[str, Any]:
@@ -76,23 +77,17 @@ def render(
         _calibration(console, calibration)
     title = f"tracekit plan: {plan.model} on {plan.gpus}× {plan.gpu}, {plan.workload.describe()}"
     console.print(Text(title, style="bold"))
-    t = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), collapse_padding=True)
-    for header in ("#", "layout", "weights GB", "act GB", "KV GB/dev", "max seqs", "batch"):
-        t.add_column(header, justify="left" if header == "layout" else "right", no_wrap=True)
-    for header in ("round ms", "tok/s", "tok/s/dev", "regime", "round shares"):
-        t.add_column(header, justify="left" if header[0] == "r" else "right")
-    feasible = [r for r in plan.layouts if r.feasible]
-    for rank, r in enumerate(feasible, 1):
-        shares = " ".join(
-            f"{SHORT.get(k, k)} {v:.0%}" for k, v in sorted(r.shares.items(), key=lambda kv: -kv[1])
-            if v >= 0.01
-        )  # fmt: skip
-        t.add_row(
-            str(rank), r.layout.name, f"{r.weights_gb:,.1f}", f"{r.activations_gb:.1f}",
-            f"{r.kv_gb:,.1f}", f"{r.max_seqs:,}", f"{r.batch:,}", f"{r.round_ms:,.1f}",
-            f"{r.tokens_per_s:,.0f}", f"{r.per_device:,.0f}", r.regime, shares,
-        )  # fmt: skip
+    dropped: list[str] = []
+    t = _layouts(plan, dropped)
+    for header in DROP_ORDER:  # narrow terminals: the least telling columns go first
+        if fit(console, t):
+            break
+        dropped.append(header)
+        t = _layouts(plan, dropped)
+    fit(console, t)
     console.print(t)
+    if dropped:
+        console.print(Text(f"left out to fit the width: {', '.join(dropped)}", style="italic"))
     best = plan.best
     if best:
         runners = ", ".join(f"{k} {v:.2f}" for k, v in list(best.scores.items())[1:3])
@@ -111,6 +106,35 @@ def render(
     for note in plan.notes:
         console.print(Text(f"note: {note}", style="italic"))
     return buffer.getvalue()
+
+
+def _layouts(plan: Plan, dropped: list[str]) -> Table:
+    """The feasible layouts, best first, without the ``dropped`` columns."""
+    t = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), collapse_padding=True)
+    headers = ("#", "layout", "weights GB", "act GB", "KV GB/dev", "max seqs", "batch",
+               "round ms", "tok/s", "tok/s/dev", "regime", "round shares")  # fmt: skip
+    keep = [h not in dropped for h in headers]
+    for header, kept in zip(headers, keep, strict=True):
+        if kept:
+            left = header in ("layout", "regime", "round shares")
+            t.add_column(
+                header,
+                justify="left" if left else "right",
+                overflow="fold" if header in ("regime", "round shares") else "ellipsis",
+            )
+    feasible = [r for r in plan.layouts if r.feasible]
+    for rank, r in enumerate(feasible, 1):
+        shares = " ".join(
+            f"{SHORT.get(k, k)} {v:.0%}" for k, v in sorted(r.shares.items(), key=lambda kv: -kv[1])
+            if v >= 0.01
+        )  # fmt: skip
+        cells = (
+            str(rank), r.layout.name, f"{r.weights_gb:,.1f}", f"{r.activations_gb:.1f}",
+            f"{r.kv_gb:,.1f}", f"{r.max_seqs:,}", f"{r.batch:,}", f"{r.round_ms:,.1f}",
+            f"{r.tokens_per_s:,.0f}", f"{r.per_device:,.0f}", r.regime, shares,
+        )  # fmt: skip
+        t.add_row(*(c for c, kept in zip(cells, keep, strict=True) if kept))
+    return t
 
 
 def _calibration(console: Console, cal: Calibration) -> None:
@@ -133,6 +157,7 @@ def _calibration(console: Console, cal: Calibration) -> None:
             f"{r.predicted_tokens_per_s:,.0f}", f"{r.error:+.1%}", f"{r.measured_round_ms:.3f}",
             f"{r.predicted_round_ms:.3f}", f"{r.round_error:+.1%}",
         )  # fmt: skip
+    fit(console, t)
     console.print(t)
     console.print(
         Text(

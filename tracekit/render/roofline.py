@@ -6,7 +6,7 @@ from rich import box
 from rich.table import Table
 
 from tracekit.analysis import Analysis
-from tracekit.render import ms
+from tracekit.render import ms, rank_labels
 
 
 def _pct(value: float | None, error: str | None) -> str:
@@ -24,14 +24,14 @@ def step_roofline_table(a: Analysis) -> Table | None:
         box=box.SIMPLE_HEAD,
         title_justify="left",
     )
-    for col in ("rank", "kind", "steps", "compute-bound", "FLOP/byte", "ridge", "FLOP/s %", "BW %"):
+    for col in ("rank", "kind", "steps", "compute bound", "FLOP/byte", "ridge", "FLOP/s %", "BW %"):
         table.add_column(col, justify="left" if col in ("rank", "kind") else "right")
-    for r in ranks:
+    for r, label in zip(ranks, rank_labels([r.identity for r in ranks]), strict=True):
         roof = r.roofline
         assert roof is not None
         for k in roof.kinds:
             table.add_row(
-                r.label,
+                label,
                 k.kind,
                 str(k.steps),
                 str(k.compute_steps),
@@ -56,13 +56,13 @@ def op_roofline_table(a: Analysis) -> Table | None:
         box=box.SIMPLE_HEAD,
         title_justify="left",
     )
-    for col in ("rank", "kind", "calls", "compute-bound", "FLOP/byte", "ms", "FLOP/s %", "BW %"):
+    for col in ("rank", "kind", "calls", "compute bound", "FLOP/byte", "ms", "FLOP/s %", "BW %"):
         table.add_column(col, justify="left" if col in ("rank", "kind") else "right")
-    for r in ranks:
+    for r, label in zip(ranks, rank_labels([r.identity for r in ranks]), strict=True):
         assert r.roofline is not None
         for k in r.roofline.ops:
             table.add_row(
-                r.label,
+                label,
                 k.kind,
                 str(k.ops),
                 str(k.compute_ops),
