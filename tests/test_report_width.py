@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -28,6 +29,20 @@ from tracekit.render import resolve_width
 WIDTHS = (80, 100, 160)
 SAMPLES = sorted(p for p in (REPO / "sample_traces").iterdir() if (p / "traces").is_dir())
 SHARED = [SHARED_TRACES / name for name in ("hta_2rank", "h100_bert_small")]
+
+
+@pytest.fixture(autouse=True)
+def _never_crop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """rich crops a line wider than the console silently, cutting cells with no "…": print
+    uncropped here, so a table too wide for the width shows as a line longer than it."""
+    from rich.console import Console
+
+    printed = Console.print
+
+    def uncropped(self: Console, *objects: Any, **kwargs: Any) -> None:
+        printed(self, *objects, **{**kwargs, "crop": False})
+
+    monkeypatch.setattr(Console, "print", uncropped)
 
 
 def _check(report: Callable[[int], str], width: int) -> str:
@@ -60,6 +75,9 @@ def test_compare_report_fits(width: int) -> None:
     comparison = compare(SAMPLES[:2])
     out = _check(lambda w: render_compare.render(comparison, width=w), width)
     assert "Layout sweep" in out
+    for run in comparison.runs:  # the run names and per-device rates stay whole
+        assert run.name in out and run.throughput is not None
+        assert f"{run.throughput.tokens_per_s_per_device:,.1f}" in out
 
 
 @pytest.mark.parametrize("width", WIDTHS)

@@ -19,10 +19,18 @@ BASIS_MARK = {"engine": "", "profile": "*"}
 def render(comparison: Comparison, width: int = 160, colour: bool = False) -> str:
     console, buffer = text_console(width, colour)
     console.print(Text(f"tracekit compare: {len(comparison.runs)} run(s)", style="bold"))
+    dropped: list[str] = []
     sweep = table(comparison)
-    fit(console, sweep)
+    for header in DROP_ORDER:  # narrow terminals: whole columns go, never parts of cells
+        if fit(console, sweep):
+            break
+        dropped.append(header)
+        sweep = table(comparison, dropped)
     console.print(sweep)
     console.print(Text(_legend(comparison), style="italic"))
+    if dropped:
+        left_out = ", ".join(dropped)
+        console.print(Text(f"left out to fit the width: {left_out}", style="italic"))
     for basis, text in comparison.bases.items():
         mark = BASIS_MARK[basis]
         which = f"figures marked {mark}" if mark else "unmarked figures"
@@ -66,7 +74,13 @@ def _ms(ns: int | None) -> str:
     return "—" if ns is None else f"{ns / 1e6:,.2f}"
 
 
-def table(comparison: Comparison) -> Table:
+#: The sweep table's columns in the order they are left out when the width is short (the
+#: regime also stands in the chart below; the run name and the per-device rate stay).
+DROP_ORDER = ("p90 ms", "regime", "tok/s", "p50 ms", "idle%", "devices", "layout")
+
+
+def table(comparison: Comparison, dropped: list[str] | None = None) -> Table:
+    """The sweep table, without the ``dropped`` columns (headers as in ``DROP_ORDER``)."""
     kinds = {r.device_kind for r in comparison.runs}
     same_kind = len(kinds) == 1
     t = Table(
@@ -78,20 +92,36 @@ def table(comparison: Comparison) -> Table:
         collapse_padding=True,
     )
     shown = [b for b in BUCKETS if any(r.shares[b] for r in comparison.runs)]  # drop all-zero
-    t.add_column("run", overflow="fold", min_width=6)
-    t.add_column("layout", overflow="fold", min_width=6)
-    t.add_column("devices", overflow="fold", min_width=7, justify="right" if same_kind else "left")
-    for header, width in (("tok/s", 8), ("tok/s/dev", 8), ("p50 ms", 6), ("p90 ms", 6)):
-        t.add_column(header, justify="right", no_wrap=True, min_width=width)
-    for bucket in shown:
-        header = f"{SHORT.get(bucket, bucket)}%"
-        t.add_column(header, justify="right", style=COLOURS[bucket], min_width=len(header))
-    t.add_column("regime", overflow="fold", min_width=10)
+    gone = set(dropped or ())
+    columns: list[tuple[str, dict[str, object]]] = [
+        ("run", {"overflow": "fold", "min_width": 6}),
+        ("layout", {"overflow": "fold", "min_width": 6}),
+        (
+            "devices",
+            {"overflow": "fold", "min_width": 7, "justify": "right" if same_kind else "left"},
+        ),
+        *(
+            (h, {"justify": "right", "no_wrap": True, "min_width": w})
+            for h, w in (("tok/s", 8), ("tok/s/dev", 8), ("p50 ms", 6), ("p90 ms", 6))
+        ),
+        *(
+            (
+                f"{SHORT.get(b, b)}%",
+                {"justify": "right", "style": COLOURS[b], "min_width": len(f"{SHORT.get(b, b)}%")},
+            )
+            for b in shown
+        ),
+        ("regime", {"overflow": "fold", "min_width": 10}),
+    ]
+    keep = [header not in gone for header, _ in columns]
+    for (header, options), kept in zip(columns, keep, strict=True):
+        if kept:
+            t.add_column(header, **options)  # type: ignore[arg-type]
     leader = max(comparison.runs, key=per_device, default=None)
     for r in comparison.runs:
         tp = r.throughput
         mark = BASIS_MARK[tp.basis] if tp else ""
-        t.add_row(
+        cells: list[str | Text] = [
             r.name,
             r.layout_label,
             str(r.devices) if same_kind else f"{r.devices} × {r.device_kind}",
@@ -104,7 +134,8 @@ def table(comparison: Comparison) -> Table:
             _ms(r.decode_p90_ns),
             *(f"{r.shares[b] * 100:.1f}" for b in shown),
             r.regime,
-        )
+        ]
+        t.add_row(*(c for c, kept in zip(cells, keep, strict=True) if kept))
     return t
 
 
