@@ -2,8 +2,9 @@
 
 The command runs in its own session, so a terminal's Ctrl-C reaches tracekit only; tracekit
 forwards SIGINT / SIGTERM to the command and waits while vLLM shuts down (which flushes the
-profiler). A second signal escalates to SIGKILL. stdout / stderr pass through live and are
-kept in ``logs/``. tracekit exits with the command's exit status (128 + N for signal N).
+profiler). A second signal escalates to SIGKILL. stdout / stderr are kept in ``logs/`` and
+pass through live (unless ``quiet``). tracekit exits with the command's exit status (128 + N
+for signal N).
 A command that cannot be started leaves no run directory (``CommandNotFoundError``, exit 127).
 A run that ends without any vLLM engine having loaded the plugin is ``nothing-recorded``.
 """
@@ -104,10 +105,14 @@ def run(settings: Settings, argv: list[str]) -> int:
 
 
 def run_command(
-    settings: Settings, argv: list[str], started: Callable[[list[str]], None] | None = None
+    settings: Settings,
+    argv: list[str],
+    started: Callable[[list[str]], None] | None = None,
+    quiet: bool = False,
 ) -> Outcome:
     """Capture ``argv``; ``started`` is called with the final command once the run
-    directory exists, just before the command starts."""
+    directory exists, just before the command starts. ``quiet``: the command's output goes
+    to ``logs/`` only."""
     if not argv:
         raise TracekitError(None, "no command given: tracekit capture --out DIR -- COMMAND ...")
     wrapper = nsys_command(settings) if settings.mode == "nsys" else []
@@ -132,8 +137,8 @@ def run_command(
         ) from None
     signals.attach(child)
     tees = [
-        _tee(child.stdout, sys.stdout.buffer, logs / "stdout.log"),
-        _tee(child.stderr, sys.stderr.buffer, logs / "stderr.log"),
+        _tee(child.stdout, None if quiet else sys.stdout.buffer, logs / "stdout.log"),
+        _tee(child.stderr, None if quiet else sys.stderr.buffer, logs / "stderr.log"),
     ]
     code = child.wait()
     for tee in tees:
@@ -212,13 +217,15 @@ def export_nsys(settings: Settings) -> str | None:
     return None
 
 
-def _tee(source: IO[bytes] | None, sink: IO[bytes], path: Path) -> threading.Thread:
+def _tee(source: IO[bytes] | None, sink: IO[bytes] | None, path: Path) -> threading.Thread:
     def pump() -> None:
         assert source is not None
         with path.open("wb") as log_file:
             for chunk in iter(lambda: source.read1(65536), b""):  # type: ignore[attr-defined]
                 log_file.write(chunk)
                 log_file.flush()
+                if sink is None:
+                    continue
                 try:
                     sink.write(chunk)
                     sink.flush()

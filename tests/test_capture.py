@@ -284,3 +284,61 @@ def test_nsys_mode_without_nsys(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "nsys not found on PATH" in proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+SHELL_HELLO_OOPS = ["sh", "-c", "echo hello; echo oops >&2"]
+
+
+def test_quiet_keeps_the_command_output_in_logs_only(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    proc = subprocess.run(
+        [*TRACEKIT, "capture", "--quiet", "--out", str(run), "--", *SHELL_HELLO_OOPS],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == ""
+    lines = proc.stderr.splitlines()
+    assert "hello" not in lines and "oops" not in lines  # (the start line quotes the command)
+    assert proc.stderr.startswith("tracekit: capturing `sh -c")  # the start line stays
+    assert "tracekit capture: nothing-recorded" in proc.stderr  # and the summary
+    assert (run / rundir.LOGS / "stdout.log").read_text() == "hello\n"
+    assert (run / rundir.LOGS / "stderr.log").read_text() == "oops\n"
+
+
+def test_live_status_figures_from_a_growing_run(tmp_path: Path) -> None:
+    from collectors.live_status import live_figures, status_line
+    from collectors.settings import RAW_TRACES
+
+    run = tmp_path / "run"
+    for sub in (rundir.STEPS, rundir.TRACES):
+        (run / sub).mkdir(parents=True)
+    empty = live_figures(run, warmup_steps=3, window_steps=12)
+    assert (empty.steps, empty.engines, empty.trace_files) == (0, 0, 0)
+    assert status_line(empty, 5.4) == "0:05  0 engine steps · warm-up 0/3 · traces from 0 ranks"
+
+    steps = run / rundir.STEPS / "engine-0.jsonl"
+    steps.write_text('{"step": 1}\n' * 2)
+    assert live_figures(run, 3, 12).window == "warm-up 2/3"
+    steps.write_text('{"step": 1}\n' * 8 + '{"step": 9')  # a line in flight is not a step yet
+    figures = live_figures(run, 3, 12)
+    assert (figures.steps, figures.window) == (8, "window open 5/12")
+    (run / rundir.STEPS / "engine-1.jsonl").write_text('{"step": 1}\n')
+    assert live_figures(run, 3, 12).engines == 2
+
+    raw = run / rundir.TRACES / RAW_TRACES
+    raw.mkdir()
+    for name in ("rank0.123456.pt.trace.json.gz", "async_llm.123456.pt.trace.json.gz"):
+        (raw / name).write_bytes(b"")
+    (raw / "rank0.profiler_out.txt").write_text("")
+    figures = live_figures(run, 3, 12)
+    assert (figures.trace_files, figures.window) == (1, "window closed")  # traces: window done
+    assert status_line(figures, 3725) == (
+        "1:02:05  8 engine steps (2 engines) · window closed · traces from 1 rank"
+    )
+    (raw / "rank1.123457.pt.trace.json.gz").write_bytes(b"")
+    (run / rundir.STEPS / "engine-0.jsonl").write_text('{"step": 1}\n' * 15)
+    figures = live_figures(run, 3, 12)
+    assert (figures.steps, figures.trace_files, figures.window) == (15, 2, "window closed")

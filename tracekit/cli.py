@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from collections.abc import Callable
@@ -160,6 +161,13 @@ def analyze(
     "range through the CUDA profiler API, and the export lands in traces/.",
 )
 @click.option("--record-shapes", is_flag=True, help="Record op input shapes (larger traces).")
+@click.option(
+    "-q",
+    "--quiet",
+    is_flag=True,
+    help="The command's output goes to the run's logs/ only; on a terminal, a status line "
+    "(elapsed time, engine steps, window, ranks with traces) shows instead.",
+)
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @guarded
 def capture(
@@ -169,6 +177,7 @@ def capture(
     nvtx_only: bool,
     nsys: bool,
     record_shapes: bool,
+    quiet: bool,
     command: tuple[str, ...],
 ) -> None:
     """Run COMMAND (after --) unchanged and record every vLLM rank into a run directory.
@@ -187,12 +196,17 @@ def capture(
         record_shapes=record_shapes,
     )
 
+    live = contextlib.ExitStack()
+
     def started(argv: list[str]) -> None:
         line = talk.start_line(out, argv, settings.mode, warmup_steps, steps)
         click.echo(line, err=True)
+        status = talk.live_status(out, warmup_steps, steps, enabled=quiet and sys.stderr.isatty())
+        live.enter_context(status)
 
     try:
-        outcome = run_command(settings, list(command), started=started)
+        with live:
+            outcome = run_command(settings, list(command), started=started, quiet=quiet)
     except CommandNotFoundError as exc:
         _fail(str(exc), exc.exit_code)
         return

@@ -7,6 +7,9 @@ from __future__ import annotations
 import gzip
 import json
 import shlex
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +18,7 @@ from rich import box
 from rich.table import Table
 
 from analyzers.steps import STEP_PATTERN
+from collectors.live_status import live_figures, status_line
 from tracekit import rundir
 from tracekit.render import text_console
 
@@ -172,3 +176,34 @@ def render(summary: CaptureSummary, colour: bool = False) -> str:
     nexts = next_commands(summary)  # never wrapped: they are copied and pasted
     lines += [f"  next: {cmd}" if i == 0 else f"        {cmd}" for i, cmd in enumerate(nexts)]
     return "".join(line + "\n" for line in lines)
+
+
+@contextmanager
+def live_status(run: Path, warmup_steps: int, steps: int, enabled: bool) -> Iterator[None]:
+    """While the block runs, one status line on stderr, refreshed twice a second (``--quiet``
+    on a terminal); nothing when disabled. The line goes away when the block ends."""
+    if not enabled:
+        yield
+        return
+    from rich.console import Console
+    from rich.live import Live
+    from rich.spinner import Spinner
+
+    started = time.monotonic()
+    spinner = Spinner("dots", style="cyan")
+
+    def line() -> Spinner:
+        figures = live_figures(run, warmup_steps, steps)
+        text = status_line(figures, time.monotonic() - started)
+        spinner.update(text=f"{text} · output in logs/")
+        return spinner
+
+    live = Live(
+        get_renderable=line,
+        console=Console(stderr=True),
+        refresh_per_second=2,
+        transient=True,
+        redirect_stdout=False,
+    )
+    with live:
+        yield
