@@ -19,7 +19,7 @@ from analyzers import engine_warnings
 from analyzers.cost_model import ModelConfig, Shard, dtype_bytes, kv_bytes_per_token
 from analyzers.run_config import Limits, scheduler_limits
 from analyzers.vllm_log import read_logs
-from tracekit import hardware, rundir
+from tracekit import gpu_identify, rundir
 from tracekit.analysis import EngineWarning
 from tracekit.cpu_probe import RecordedPeaks
 from tracekit.hardware import DeviceSpec
@@ -63,7 +63,7 @@ def run_facts(trace: Trace) -> RunFacts:
     facts = manifest_facts(trace.run_dir, trace.manifest)
     spec, note = device_spec(
         any(r.has_device for r in trace.ranks),
-        [n for r in trace.ranks for n in r.device_names],
+        [n for r in trace.ranks for n in r.device_keys],
         trace.manifest,
     )
     return replace(facts, spec=spec, spec_note=note)
@@ -78,7 +78,9 @@ def device_spec(
 
     The rule (DESIGN.md, "Reproducible"): only what the input records applies, never the
     analysing machine. A GPU run: the first GPU the spec table knows among the ranks'
-    devices (in rank order), else among the GPUs the manifest's ``peaks`` names. A CPU run
+    devices (in rank order), else among the GPUs the manifest's ``peaks`` names; a device
+    whose name it does not know by the properties labelled after it (``gpu_identify``),
+    where they fit one row and no other part. A CPU run
     directory: the CPU probe its manifest recorded at capture (``peaks.cpu_probe``); without
     one, no CPU peaks. A bare CPU trace: none either — it does not say which CPU ran it, so
     this machine's ``tracekit hw`` figures cannot be known to apply."""
@@ -86,8 +88,12 @@ def device_spec(
     names = [n for n in device_names if n]
     if has_device:
         names += recorded.gpus if isinstance(recorded, RecordedPeaks) else []
-        spec = next((s for s in map(hardware.gpu_spec, names) if s), None)
-        return spec, "" if spec else f"no spec-table row for the device(s) {sorted(set(names))}"
+        found = [gpu_identify.lookup(n) for n in names]
+        spec = next((s for s, _ in found if s), None)
+        if spec is not None:
+            return spec, ""
+        why = "".join(f"; {w}" for w in dict.fromkeys(w for _, w in found if w))
+        return None, f"no spec-table row for the device(s) {sorted(set(names))}{why}"
     if manifest is None:
         return None, BARE_CPU
     if isinstance(recorded, str):

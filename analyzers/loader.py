@@ -15,6 +15,7 @@ from analyzers.discover import Discovered, TraceFile, discover
 from analyzers.kineto import ParsedTrace
 from analyzers.kineto_values import as_int
 from analyzers.parallel import Progress, parse_all
+from tracekit import gpu_identify
 from tracekit.errors import TracekitError
 from tracekit.model import DEVICE_KINDS, NameTable, RankId, RankTrace, Trace
 
@@ -67,8 +68,9 @@ def rank_trace(
     events = parsed.events.remap_names(mapping)
     device_rows = np.isin(events.kind, DEVICE_KINDS)
     devices = tuple(int(d) for d in np.unique(events.device[device_rows]) if d >= 0)
-    props = {as_int(p.get("id")): p for p in parsed.device_properties if isinstance(p, dict)}
-    device_names = tuple(str(props[d].get("name", "")) for d in devices if d in props)
+    props = devices_properties(devices, parsed.device_properties)
+    device_names = tuple(str(p.get("name", "")) for p in props)
+    device_keys = tuple(gpu_identify.device_key(p) for p in props)
     identity = _identity(file, parsed.distributed_info) if alone else RankId(source="none")
     nsys = parsed.metadata.get("nsys")
     if isinstance(nsys, dict):  # named from the export: process, CUDA device, GPU
@@ -82,14 +84,30 @@ def rank_trace(
         clock=parsed.clock,
         devices=devices,
         device_names=device_names,
+        device_keys=device_keys,
         metadata={
             **parsed.metadata,
             "distributedInfo": _small_dist_info(parsed),
             # memory, bandwidth, SM count, ... of this rank's devices, for hardware specs
-            "deviceProperties": [props[d] for d in devices if d in props],
+            "deviceProperties": props,
         },
         ignored=parsed.ignored,
     )
+
+
+_PART = ("name", "computeMajor", "computeMinor", "numSms", "totalGlobalMem")
+
+
+def devices_properties(devices: Sequence[int], entries: Sequence[Any]) -> list[dict[str, Any]]:
+    """The ``deviceProperties`` entry of each of the rank's devices, in device order.
+
+    A device no entry has the id of (a process that sees its GPUs renumbered: SGLang's
+    MI300X trace lists device 0 and runs its kernels on device 9) takes the entry its
+    process lists when every listed entry is the same part: it ran on one of them."""
+    props = {as_int(p.get("id")): p for p in entries if isinstance(p, dict)}
+    parts = {tuple(str(p.get(k)) for k in _PART) for p in props.values()}
+    shared = next(iter(props.values())) if len(parts) == 1 else None
+    return [p for p in (props.get(d, shared) for d in devices) if p is not None]
 
 
 def _small_dist_info(parsed: ParsedTrace) -> dict[str, Any]:

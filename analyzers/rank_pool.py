@@ -79,7 +79,7 @@ class RankOut:
 
     digest: RankDigest
     has_device: bool
-    device_names: tuple[str, ...]
+    device_keys: tuple[str, ...]  # what the spec table is looked up by (RankTrace)
     spec: DeviceSpec | None  # the peaks its stages used
     spec_note: str
     stats: FileStats | None = None  # what reading and analysing it took (for -v)
@@ -101,7 +101,7 @@ def analyze_file(job: RankJob) -> list[RankOut]:
         rank = rank_trace(job.file, one, names, alone=len(parsed) == 1)
         facts = job.facts
         if not job.fixed_spec:
-            spec, note = device_spec(rank.has_device, rank.device_names, job.manifest)
+            spec, note = device_spec(rank.has_device, rank.device_keys, job.manifest)
             facts = replace(facts, spec=spec, spec_note=note)
         state = RankState(rank, names, facts=facts, window=job.window)
         timings: list[tuple[str, float]] = []
@@ -118,7 +118,7 @@ def analyze_file(job: RankJob) -> list[RankOut]:
             RankOut(
                 rank_digest(state, facts),
                 rank.has_device,
-                rank.device_names,
+                rank.device_keys,
                 facts.spec,
                 facts.spec_note,
                 stats,
@@ -178,7 +178,7 @@ def run_ranks(
     ids, order = settle_identities([(o.digest.identity, o.digest.result.path) for _, o in ranks])
     spec, note = device_spec(
         any(ranks[k][1].has_device for k in order),
-        [n for k in order for n in ranks[k][1].device_names],
+        [n for k in order for n in ranks[k][1].device_keys],
         manifest,
     )
     facts = replace(facts, spec=spec, spec_note=note)

@@ -211,7 +211,10 @@ class RankTrace:
     events: Events
     clock: str  # how absolute time was obtained, e.g. "baseTimeNanoseconds"
     devices: tuple[int, ...] = ()
-    device_names: tuple[str, ...] = ()
+    device_names: tuple[str, ...] = ()  # as the trace names them ("" on ROCm)
+    #: what the spec table is looked up by: the name, with the device's property label after
+    #: it where the table does not know the name (``tracekit.gpu_identify.device_key``)
+    device_keys: tuple[str, ...] = ()
     metadata: dict[str, Any] = field(default_factory=dict)
     ignored: dict[str, int] = field(default_factory=dict)  # events not modelled, by reason
 
