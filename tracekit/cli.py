@@ -5,49 +5,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import click
 
 from tracekit import __version__
-from tracekit.errors import TracekitError
-
-EXIT_BAD_INPUT = 2
-EXIT_INTERNAL = 3
-
-
-def _fail(message: str, code: int) -> None:
-    click.echo(f"tracekit: error: {message}", err=True)
-    sys.exit(code)
-
-
-def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """One line and a non-zero exit for bad input; a traceback only with -v."""
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        verbose = click.get_current_context().find_root().params.get("verbose", 0)
-        try:
-            return fn(*args, **kwargs)
-        except TracekitError as exc:
-            _fail(str(exc), EXIT_BAD_INPUT)
-        except KeyboardInterrupt:
-            _fail("interrupted", 130)
-        except click.ClickException:
-            raise  # usage errors: click prints them with the usage line
-        except Exception as exc:  # a bug: say so in one line unless asked for detail
-            if verbose:
-                raise
-            _fail(
-                f"internal error: {type(exc).__name__}: {exc} (rerun with -v for the "
-                "traceback and please report it)",
-                EXIT_INTERNAL,
-            )
-
-    return wrapper
+from tracekit.cli_guard import fail, guarded
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -208,7 +171,7 @@ def capture(
         with live:
             outcome = run_command(settings, list(command), started=started, quiet=quiet)
     except CommandNotFoundError as exc:
-        _fail(str(exc), exc.exit_code)
+        fail(str(exc), exc.exit_code)
         return
     summary = talk.summarize(out)
     click.echo(talk.render(summary, colour=sys.stderr.isatty()), err=True, nl=False)

@@ -6,25 +6,13 @@ options into one library call (``tracekit.compare.compare``), then renders.
 
 from __future__ import annotations
 
-import functools
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
-
-def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``tracekit.cli.guarded``, looked up at call time so cli.py may import this module."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from tracekit.cli import guarded
-
-        return guarded(fn)(*args, **kwargs)
-
-    return wrapper
+from tracekit.cli_guard import guarded
 
 
 def _at_least_two(_ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
@@ -44,7 +32,7 @@ def _at_least_two(_ctx: click.Context, _param: click.Parameter, value: Any) -> A
     type=click.IntRange(min=1),
     help="Report width (default: terminal).",
 )
-@_guarded
+@guarded
 def compare_command(runs: tuple[Path, ...], as_json: bool, width: int | None) -> None:
     """Compare runs (run directories, trace folders or traces) as a layout sweep: throughput
     and throughput per device, decode step latency, bucket shares and regime per layout, and

@@ -7,30 +7,18 @@ Register on the main group with ``main.add_command(export_command)`` and
 
 from __future__ import annotations
 
-import functools
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 import click
+
+from tracekit.cli_guard import guarded
 
 if TYPE_CHECKING:
     from tracekit.export.timeline import ExportSummary
 
 EXPORT_SUFFIXES = (".pftrace", ".perfetto-trace", ".pb")
-
-
-def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``tracekit.cli.guarded``, looked up at call time so cli.py may import this module."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from tracekit.cli import guarded
-
-        return guarded(fn)(*args, **kwargs)
-
-    return wrapper
 
 
 def default_output(source: Path, fmt: str) -> Path:
@@ -68,7 +56,7 @@ def describe(summary: ExportSummary) -> str:
     help="perfetto: native protobuf (.pftrace); json: Chrome trace JSON. "
     "Default: from the output's suffix (.json → json), else perfetto.",
 )
-@_guarded
+@guarded
 def export_command(path: Path, output: Path | None, fmt: str | None) -> None:
     """Write a run's timeline for ui.perfetto.dev: per-rank processes with the original
     streams and threads, tracekit's bucket lane, engine steps, regime, step counters and
@@ -106,7 +94,7 @@ def is_export(path: Path) -> bool:
     show_default=True,
     help="Seconds to wait for the UI to fetch the trace before giving up.",
 )
-@_guarded
+@guarded
 def open_command(path: Path, port: int, no_browser: bool, timeout: float) -> None:
     """Open a run, trace or export in ui.perfetto.dev: serve it once on 127.0.0.1:PORT."""
     if is_export(path):

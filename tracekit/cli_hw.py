@@ -9,7 +9,6 @@ cache for display: analysis uses the peaks a capture recorded in the run's manif
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,17 +16,7 @@ from typing import Any
 
 import click
 
-
-def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``tracekit.cli.guarded``, looked up at call time so cli.py may import this module."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from tracekit.cli import guarded
-
-        return guarded(fn)(*args, **kwargs)
-
-    return wrapper
+from tracekit.cli_guard import guarded
 
 
 @click.command("hw")
@@ -53,7 +42,7 @@ def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
     "(default: $TRACEKIT_HW_CACHE, else ~/.cache/tracekit/hw.json).",
 )
 @click.option("--no-save", is_flag=True, help="Measure and print only.")
-@_guarded
+@guarded
 def hw_command(show: str | None, dtype: str, cache: Path | None, no_save: bool) -> None:
     """Probe this CPU: the engine's GEMM paths (F.linear, vLLM's oneDNN op) and copy
     bandwidth, with its ISA flags. Capture records the same probe in each run directory."""

@@ -7,27 +7,13 @@ options into library calls (``analyzers.calibrate.calibrate`` with ``--calibrate
 
 from __future__ import annotations
 
-import functools
 import sys
-from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
 
 import click
 
+from tracekit.cli_guard import guarded
 from tracekit.errors import TracekitError
-
-
-def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``tracekit.cli.guarded``, looked up at call time so cli.py may import this module."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from tracekit.cli import guarded
-
-        return guarded(fn)(*args, **kwargs)
-
-    return wrapper
 
 
 @click.command("plan")
@@ -62,7 +48,7 @@ def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
     type=click.IntRange(min=1),
     help="Report width (default: terminal, else COLUMNS).",
 )
-@_guarded
+@guarded
 def plan_command(
     runs: tuple[str, ...],
     calibrate: bool,

@@ -7,28 +7,16 @@ options into one library call (``collectors.sweep.run``), then renders the compa
 
 from __future__ import annotations
 
-import functools
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
+from tracekit.cli_guard import guarded
+
 if TYPE_CHECKING:
     from collectors.sweep import SweepRecord
-
-
-def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``tracekit.cli.guarded``, looked up at call time so cli.py may import this module."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from tracekit.cli import guarded
-
-        return guarded(fn)(*args, **kwargs)
-
-    return wrapper
 
 
 def _report(line: str) -> None:
@@ -101,7 +89,7 @@ def outcome(record: SweepRecord) -> str:
     help="Report width (default: terminal, else COLUMNS).",
 )
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-@_guarded
+@guarded
 def sweep_command(
     layouts: str,
     out: Path,

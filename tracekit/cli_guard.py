@@ -1,0 +1,46 @@
+"""One line and a non-zero exit for bad input, for every command of the CLI."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from tracekit.errors import TracekitError
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERNAL = 3
+
+
+def fail(message: str, code: int) -> None:
+    click.echo(f"tracekit: error: {message}", err=True)
+    sys.exit(code)
+
+
+def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """One line and a non-zero exit for bad input; a traceback only with -v."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        verbose = click.get_current_context().find_root().params.get("verbose", 0)
+        try:
+            return fn(*args, **kwargs)
+        except TracekitError as exc:
+            fail(str(exc), EXIT_BAD_INPUT)
+        except KeyboardInterrupt:
+            fail("interrupted", 130)
+        except click.ClickException:
+            raise  # usage errors: click prints them with the usage line
+        except Exception as exc:  # a bug: say so in one line unless asked for detail
+            if verbose:
+                raise
+            fail(
+                f"internal error: {type(exc).__name__}: {exc} (rerun with -v for the "
+                "traceback and please report it)",
+                EXIT_INTERNAL,
+            )
+
+    return wrapper
