@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from tracekit import __version__
-from tracekit.cli_guard import fail, guarded
+from tracekit.cli_common import fail, guarded, width_option
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -32,12 +32,7 @@ def main(verbose: int) -> None:
     type=click.IntRange(min=1),
     help="Rows in the top-ops table.",
 )
-@click.option(
-    "--width",
-    default=None,
-    type=click.IntRange(min=1),
-    help="Report width (default: terminal, else COLUMNS).",
-)
+@width_option
 @click.option(
     "-j",
     "--jobs",

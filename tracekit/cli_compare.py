@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from tracekit.cli_guard import guarded
+from tracekit.cli_common import guarded, width_option
 
 
 def _at_least_two(_ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
@@ -26,12 +26,7 @@ def _at_least_two(_ctx: click.Context, _param: click.Parameter, value: Any) -> A
     "runs", nargs=-1, required=True, type=click.Path(path_type=Path), callback=_at_least_two
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON on stdout.")
-@click.option(
-    "--width",
-    default=None,
-    type=click.IntRange(min=1),
-    help="Report width (default: terminal).",
-)
+@width_option
 @guarded
 def compare_command(runs: tuple[Path, ...], as_json: bool, width: int | None) -> None:
     """Compare runs (run directories, trace folders or traces) as a layout sweep: throughput

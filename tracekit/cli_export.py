@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, cast
 
 import click
 
-from tracekit.cli_guard import guarded
+from tracekit.cli_common import guarded
 
 if TYPE_CHECKING:
     from tracekit.export.timeline import ExportSummary

@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from tracekit.cli_guard import guarded
+from tracekit.cli_common import guarded
 
 
 @click.command("hw")

@@ -12,7 +12,7 @@ from dataclasses import replace
 
 import click
 
-from tracekit.cli_guard import guarded
+from tracekit.cli_common import guarded, width_option
 from tracekit.errors import TracekitError
 
 
@@ -42,12 +42,7 @@ from tracekit.errors import TracekitError
 )
 @click.option("-j", "--jobs", default=None, type=click.IntRange(min=1), help="Analysis processes.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON on stdout.")
-@click.option(
-    "--width",
-    default=None,
-    type=click.IntRange(min=1),
-    help="Report width (default: terminal, else COLUMNS).",
-)
+@width_option
 @guarded
 def plan_command(
     runs: tuple[str, ...],

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from tracekit.cli_guard import guarded
+from tracekit.cli_common import guarded, width_option
 
 if TYPE_CHECKING:
     from collectors.sweep import SweepRecord
@@ -82,12 +82,7 @@ def outcome(record: SweepRecord) -> str:
     "-q", "--quiet", is_flag=True, help="Keep the command's output in each run's logs/ only."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON on stdout.")
-@click.option(
-    "--width",
-    default=None,
-    type=click.IntRange(min=1),
-    help="Report width (default: terminal, else COLUMNS).",
-)
+@width_option
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @guarded
 def sweep_command(

@@ -1,4 +1,5 @@
-"""One line and a non-zero exit for bad input, for every command of the CLI."""
+"""What every command of the CLI shares: one line and a non-zero exit for bad input
+(``guarded``), and the report width option (``width_option``)."""
 
 from __future__ import annotations
 
@@ -44,3 +45,13 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
             )
 
     return wrapper
+
+
+#: ``--width``: the report's width; without it the terminal's, else ``COLUMNS`` when piped
+#: (``tracekit.render.resolve_width``)
+width_option = click.option(
+    "--width",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Report width (default: terminal, else COLUMNS).",
+)
