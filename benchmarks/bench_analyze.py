@@ -42,7 +42,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from tracekit.hardware import this_cpu
+from tracekit.core.hardware import this_cpu
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_TRACE = REPO.parent / "shared/traces/hta_v100_allreduce/rank-1.json.gz"

@@ -6,7 +6,7 @@ Usage (from the repo root):
     .venv/bin/python benchmarks/bench_nsys.py --kernels 200000 --repeat 5 --json
     .venv/bin/python benchmarks/bench_nsys.py --export path/to/report.sqlite --no-synthetic
 
-For each export: `read` is `analyzers.nsys.parse_nsys` (SQL → numpy columns, split into ranks),
+For each export: `read` is `analyzers.read.nsys.parse_nsys` (SQL → numpy columns, split into ranks),
 `analyze` is the whole `tracekit.analyze` (read + classify + attribute + steps); the best of
 `--repeat` runs in this process, and events per second = events read / best time. The synthetic
 export is generated inside SQLite (a recursive CTE, no Python row loop) in a temporary folder:
@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import tracekit  # noqa: E402
-from analyzers.nsys import parse_nsys  # noqa: E402
+from analyzers.read.nsys import parse_nsys  # noqa: E402
 
 DEFAULT_EXPORT = REPO.parent / "shared/traces/nsys_a100_saxpy_mpi/report.sqlite"
 KERNEL_NAMES = (

@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_analyze import DEFAULT_HTA_PY, HTA_SRC, tracekit_cmd
 from make_large_trace import DEFAULT_SOURCE
 
-from tracekit.hardware import this_cpu
+from tracekit.core.hardware import this_cpu
 
 RSS_TARGET_MIB = 1536.0  # issue 6: a 2 GB trace within 1.5 GB
 SPEEDUP_TARGET = 5.0

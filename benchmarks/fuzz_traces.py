@@ -117,7 +117,7 @@ def run_one(task: tuple[int, int, int, float]) -> Result:
     """(trace, mutation, kind, outcome, detail, the mutated file where internal)."""
     index, mutation, seed, timeout = task
     import tracekit
-    from tracekit.errors import TracekitError
+    from tracekit.core.errors import TracekitError
     from tracekit.render.console import render as render_console
     from tracekit.render.json import render as render_json
 

@@ -29,11 +29,11 @@ from typing import IO, Any
 
 import msgspec
 
-from collectors import hardware, peaks
+from collectors import machine, peaks
 from collectors.settings import META, RAW_TRACES, Settings
-from tracekit import rundir
-from tracekit.errors import TracekitError
-from tracekit.rundir import Layout, Manifest, RankEntry
+from tracekit.core import rundir
+from tracekit.core.errors import TracekitError
+from tracekit.core.rundir import Layout, Manifest, RankEntry
 
 log = logging.getLogger(__name__)
 _TIMESTAMPED = re.compile(r"^(?P<name>.+?)\.\d{6,}\.pt\.trace\.json(?P<gz>\.gz)?$")
@@ -77,13 +77,13 @@ def prepare(settings: Settings, argv: list[str]) -> Manifest:
     for sub in (rundir.TRACES, rundir.STEPS, rundir.LOGS, META):
         (run / sub).mkdir(parents=True, exist_ok=True)
     manifest = Manifest(
-        tracekit_version=hardware.versions().get("tracekit", "?"),
+        tracekit_version=machine.versions().get("tracekit", "?"),
         status="running",
         argv=argv,
         started_at=_now(),
-        host=hardware.host(),
-        hardware=hardware.hardware(),
-        versions=hardware.versions(),
+        host=machine.host(),
+        hardware=machine.hardware(),
+        versions=machine.versions(),
         capture=_options(settings),
     )
     rundir.write_manifest(run, manifest)

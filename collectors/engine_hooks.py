@@ -26,7 +26,7 @@ import msgspec
 
 from collectors.phases import in_phase
 from collectors.settings import META, Settings
-from tracekit.rundir import STEPS, StepRecord
+from tracekit.core.rundir import STEPS, StepRecord
 
 log = logging.getLogger(__name__)
 

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from tracekit.errors import TracekitError
-from tracekit.rundir import Layout as ManifestLayout
+from tracekit.core.errors import TracekitError
+from tracekit.core.rundir import Layout as ManifestLayout
 
 KEYS: Final = ("tp", "pp", "dp")
 #: vLLM's option per degree (canonical spelling first).

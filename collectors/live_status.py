@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from collectors.settings import RAW_TRACES
-from tracekit import rundir
+from tracekit.core import rundir
 
 _TRACE_PATTERNS = ("*.pt.trace.json*", "*.nsys-rep")
 

@@ -3,12 +3,12 @@
 In the vLLM worker of global rank 0 (DP replica 0), once, right after the worker has loaded
 and warmed up its model — before the engine's first step, so outside the profiled window:
 
-* on a CPU, ``tracekit.cpu_probe.measure`` in the model's dtype, on the worker's own threads
+* on a CPU, ``tracekit.core.cpu_probe.measure`` in the model's dtype, on the worker's own threads
   and in the run's own environment (vLLM build, torch, oneDNN), a few seconds;
 * on a GPU, the device names (the spec table applies at analysis).
 
 It writes ``meta/peaks.json``; capture's finish step puts it in the manifest as ``peaks``
-(``tracekit.cpu_probe.RecordedPeaks``). A probe that fails is recorded with its reason and
+(``tracekit.core.cpu_probe.RecordedPeaks``). A probe that fails is recorded with its reason and
 never fails the run; a run without the record says so in the manifest.
 """
 
@@ -23,7 +23,7 @@ from typing import Any, Literal
 import msgspec
 
 from collectors.settings import META, Settings
-from tracekit.cpu_probe import RecordedPeaks, measure
+from tracekit.core.cpu_probe import RecordedPeaks, measure
 
 log = logging.getLogger(__name__)
 PEAKS_FILE = "peaks.json"

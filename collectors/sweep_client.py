@@ -21,7 +21,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from tracekit import rundir
+from tracekit.core import rundir
 
 CLIENT_LOG = "client.log"
 STOP_NOTE = "stopped by tracekit sweep (SIGINT) after its client finished"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import msgspec
 
-from tracekit.cpu_probe import CpuProbe, RecordedPeaks, Timing
+from tracekit.core.cpu_probe import CpuProbe, RecordedPeaks, Timing
 
 
 def _t(path: str, dtype: str, gflops: float, tokens: int = 1024, hidden: int = 1024) -> Timing:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import tracekit
 from tests.builders import annotation, cpu_op, kernel, memcpy, runtime, write_trace
-from tracekit.buckets import BUCKETS
+from tracekit.core.buckets import BUCKETS
 
 US = 1_000
 
@@ -79,7 +79,7 @@ def test_cuda_graph_replay_is_attributed_kernel_by_kernel(tmp_path: Path) -> Non
     assert "kernels replayed from CUDA/HIP graphs" in _render(result)
 
 
-def _render(result: tracekit.analysis.Analysis) -> str:
+def _render(result: tracekit.core.analysis.Analysis) -> str:
     from tracekit.render.console import render
 
     return render(result)

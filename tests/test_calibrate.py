@@ -16,13 +16,13 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from analyzers.calibrate import calibrate
-from analyzers.plan import Layout, predict
+from analyzers.planning.calibration import calibrate
+from analyzers.planning.plan import Layout, predict
 from tests.conftest import REPO, SAMPLE_TP2
 from tests.peak_records import with_peaks
-from tracekit import rundir
 from tracekit.cli_plan import plan_command
-from tracekit.errors import TracekitError
+from tracekit.core import rundir
+from tracekit.core.errors import TracekitError
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import pytest
 
 from collectors.settings import ENV_DIR, from_env
 from tests.conftest import REPO
-from tracekit import rundir
+from tracekit.core import rundir
 from tracekit.render import capture as talk
 
 TRACEKIT = [sys.executable, "-m", "tracekit.cli"]

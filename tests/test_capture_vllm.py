@@ -24,8 +24,8 @@ from tests.vllm_backend import (
     logged_backend,
     native_backend,
 )
-from tracekit import rundir
-from tracekit.analysis import Analysis
+from tracekit.core import rundir
+from tracekit.core.analysis import Analysis
 
 pytestmark = [*NEEDS_VLLM]
 WORKLOADS = REPO / "sample_traces" / "workloads"

@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 
 import tracekit
-from analyzers.loader import load
-from analyzers.pipeline import analyze_trace
+from analyzers.engine.pipeline import analyze_trace
+from analyzers.read.loader import load
 from tests.builders import annotation, cpu_op, kernel, write_trace
 from tests.conftest import shared
 from tests.test_kv_stall import MODEL, make_run
-from tracekit.analysis import CollectiveKind, PipelineStage, RankWait
+from tracekit.core.analysis import CollectiveKind, PipelineStage, RankWait
 
 US = 1_000
 AR = "ncclDevKernel_AllReduce_Sum_bf16_RING_LL(ncclDevComm*, unsigned long, ncclWork*)"

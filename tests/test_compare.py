@@ -11,11 +11,11 @@ import pytest
 from click.testing import CliRunner
 
 from tests.builders import annotation, kernel, write_trace
-from tracekit import rundir
 from tracekit.cli import main
 from tracekit.cli_compare import compare_command
 from tracekit.compare import COMPARE_SCHEMA_VERSION, compare, from_json, to_json
-from tracekit.errors import TracekitError
+from tracekit.core import rundir
+from tracekit.core.errors import TracekitError
 from tracekit.render.compare import render
 
 US = 1_000

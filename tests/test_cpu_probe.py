@@ -23,10 +23,10 @@ from tests.peak_records import (
     cpu_probe,
     recorded,
 )
-from tracekit import cpu_probe as probe_mod
-from tracekit import rundir
 from tracekit.cli_hw import hw_command
-from tracekit.cpu_probe import NEEDS_TORCH, RecordedPeaks, choose_peak, cpu_flags
+from tracekit.core import cpu_probe as probe_mod
+from tracekit.core import rundir
+from tracekit.core.cpu_probe import NEEDS_TORCH, RecordedPeaks, choose_peak, cpu_flags
 
 GFLOP = 1e9
 

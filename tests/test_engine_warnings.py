@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from analyzers.engine_warnings import KINDS, read, scan
-from analyzers.loader import load
-from analyzers.pipeline import analyze_trace
+from analyzers.engine.pipeline import analyze_trace
+from analyzers.read.engine_warnings import KINDS, read, scan
+from analyzers.read.loader import load
 from tests.builders import cpu_op
 from tests.test_compare import TP2, _every, _run
 from tests.test_kv_stall import make_run
-from tracekit import rundir
-from tracekit.analysis import from_json, to_json
 from tracekit.compare import compare
+from tracekit.core import rundir
+from tracekit.core.analysis import from_json, to_json
 from tracekit.render.compare import render as render_compare
 from tracekit.render.console import render
 

@@ -21,11 +21,11 @@ from perfetto.protos.perfetto.trace.perfetto_trace_pb2 import Trace as PbTrace
 from perfetto.protos.perfetto.trace.perfetto_trace_pb2 import TracePacket, TrackEvent
 
 import tracekit
-from analyzers.pipeline import RankState, rank_states, run_stages
+from analyzers.engine.pipeline import RankState, rank_states, run_stages
 from tests.builders import annotation, cpu_op, kernel, runtime, write_trace
 from tests.conftest import SAMPLE_TP2, shared
-from tracekit import rundir
 from tracekit.cli_export import export_command
+from tracekit.core import rundir
 from tracekit.export import export
 from tracekit.export.build import BUCKET_LANE, REGIME_LANE, RUN_PROCESS, STEP_LANE
 

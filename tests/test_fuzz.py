@@ -39,7 +39,7 @@ from tests.real_traces import (
     run_folders,
     trace_files,
 )
-from tracekit.errors import TracekitError
+from tracekit.core.errors import TracekitError
 from tracekit.render.json import render as render_json
 
 EVENTS = 300  # events kept of a big Kineto trace

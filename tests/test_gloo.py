@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import tracekit
-from analyzers.classify import FAMILY_INDEX, NOT_WORK, classify_events
-from analyzers.loader import load
-from analyzers.pipeline import analyze, analyze_trace
+from analyzers.engine.pipeline import analyze, analyze_trace
+from analyzers.rank.classify import FAMILY_INDEX, NOT_WORK, classify_events
+from analyzers.read.loader import load
 from tests.builders import TID, annotation, cpu_op, write_trace
 from tests.conftest import shared
 from tests.test_kv_stall import make_run
-from tracekit.analysis import to_json
-from tracekit.model import Kind
+from tracekit.core.analysis import to_json
+from tracekit.core.trace_model import Kind
 
 US = 1_000
 WORKER = 202  # a gloo worker thread

@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 
 import tracekit
-from analyzers.facts import device_spec
-from analyzers.loader import devices_properties
+from analyzers.read.loader import devices_properties
+from analyzers.read.run_facts import device_spec
 from tests.conftest import shared
 from tests.test_roofline import gpu_run
-from tracekit import gpu_identify, hardware
-from tracekit.gpu_identify import Properties, identify, properties
+from tracekit.core import gpu_identify, hardware
+from tracekit.core.gpu_identify import Properties, identify, properties
 
 GIB = 2**30
 #: what the shared vLLM MI300X trace writes for each of its eight GPUs

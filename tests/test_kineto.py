@@ -10,11 +10,11 @@ import numpy as np
 import orjson
 import pytest
 
-from analyzers.kineto import _BAD_SHAPES, parse_trace
-from analyzers.kineto_events import BAD_SIZES
+from analyzers.read.kineto import _BAD_SHAPES, parse_trace
+from analyzers.read.kineto_events import BAD_SIZES
 from tests.builders import cpu_op, shaped_op, write_trace
 from tests.conftest import shared
-from tracekit.model import Events, ShapeTable, Signature
+from tracekit.core.trace_model import Events, ShapeTable, Signature
 
 
 def _raw_trace(tmp_path: Path, body: str) -> Path:

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 import tracekit
-from analyzers.kineto import _BAD_SHAPES, parse_trace
-from analyzers.kineto_events import BAD_GROUP, BAD_TIME
-from analyzers.kineto_values import MAX_NUMEL, as_int, value_ns
+from analyzers.read.kineto import _BAD_SHAPES, parse_trace
+from analyzers.read.kineto_events import BAD_GROUP, BAD_TIME
+from analyzers.read.kineto_values import MAX_NUMEL, as_int, value_ns
 from tests.builders import cpu_op, kernel, shaped_op, write_trace
-from tracekit.errors import TracekitError
+from tracekit.core.errors import TracekitError
 
 
 @pytest.mark.parametrize(

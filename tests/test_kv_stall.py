@@ -9,17 +9,17 @@ import msgspec
 import numpy as np
 import pytest
 
-from analyzers.facts import run_facts
-from analyzers.kv_stall import stalled
-from analyzers.loader import load
-from analyzers.pipeline import RankState, analyze_trace, run_stages
-from analyzers.vllm_log import LogRecord
+from analyzers.engine.pipeline import RankState, analyze_trace, run_stages
+from analyzers.rank.kv_stall import stalled
+from analyzers.read.loader import load
+from analyzers.read.run_facts import run_facts
+from analyzers.read.vllm_log import LogRecord
 from tests.builders import annotation, cpu_op, write_trace
-from tracekit import rundir
-from tracekit.analysis import RankKv, from_json, to_json
-from tracekit.buckets import BUCKETS
-from tracekit.cpu_probe import RecordedPeaks
-from tracekit.rundir import StepRecord
+from tracekit.core import rundir
+from tracekit.core.analysis import RankKv, from_json, to_json
+from tracekit.core.buckets import BUCKETS
+from tracekit.core.cpu_probe import RecordedPeaks
+from tracekit.core.rundir import StepRecord
 
 US = 1_000
 MM, ATTN = "_C::onednn_mm", "_C::cpu_attention_with_kv_cache"

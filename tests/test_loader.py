@@ -9,9 +9,9 @@ import pytest
 
 import tracekit
 from tests.builders import cpu_op, write_trace
-from tracekit import rundir
-from tracekit.errors import TracekitError
-from tracekit.rundir import fields_from_name
+from tracekit.core import rundir
+from tracekit.core.errors import TracekitError
+from tracekit.core.rundir import fields_from_name
 
 OPS = [cpu_op("aten::mm", 0, 10)]
 

@@ -15,13 +15,13 @@ import pytest
 from click.testing import CliRunner
 
 import tracekit
-from analyzers.nsys import parse_nsys
-from analyzers.pipeline import analyze_trace
+from analyzers.engine.pipeline import analyze_trace
+from analyzers.read.nsys import parse_nsys
 from tests.builders import kernel, write_trace
 from tests.conftest import shared
-from tracekit.analysis import to_json
 from tracekit.cli import main
-from tracekit.errors import TracekitError
+from tracekit.core.analysis import to_json
+from tracekit.core.errors import TracekitError
 
 REAL = "nsys_a100_saxpy_mpi/report.sqlite"
 KERNEL, MEMCPY, MEMSET = (f"CUPTI_ACTIVITY_KIND_{k}" for k in ("KERNEL", "MEMCPY", "MEMSET"))

@@ -8,12 +8,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from analyzers.collective_size import collective_bytes
-from analyzers.kineto import parse_trace
-from analyzers.op_cost import ATTENTION, ELEMENTWISE, GEMM, OpCost, op_cost
+from analyzers.planning.op_cost import ATTENTION, ELEMENTWISE, GEMM, OpCost, op_cost
+from analyzers.rank.message_size import collective_bytes
+from analyzers.read.kineto import parse_trace
 from tests.builders import annotation, runtime, shaped_op, write_trace
 from tests.conftest import shared
-from tracekit.model import Kind, Signature
+from tracekit.core.trace_model import Kind, Signature
 
 BF16, F32, I64 = "c10::BFloat16", "float", "long int"
 

@@ -10,14 +10,14 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-from analyzers.loader import load
-from analyzers.parallel import default_jobs, parse_all
-from analyzers.pipeline import analyze_trace
+from analyzers.engine.pipeline import analyze_trace
+from analyzers.engine.process_pool import default_jobs, parse_all
+from analyzers.read.loader import load
 from tests.builders import annotation, cpu_op, kernel, runtime, write_trace
 from tests.conftest import REPO, shared
-from tracekit.analysis import to_json
-from tracekit.errors import TracekitError
-from tracekit.model import Trace
+from tracekit.core.analysis import to_json
+from tracekit.core.errors import TracekitError
+from tracekit.core.trace_model import Trace
 
 
 def _same(a: Trace, b: Trace) -> None:

@@ -3,7 +3,7 @@
 * a run directory analyses the same on any machine: the bundled samples give byte-identical
   ``--json`` under two different local ``tracekit hw`` caches, and a sample given recorded
   peaks (as capture now writes them) is analysed with those and names their source;
-* the rule of ``analyzers.facts.device_spec`` for bare traces, failed probes and GPUs;
+* the rule of ``analyzers.read.run_facts.device_spec`` for bare traces, failed probes and GPUs;
 * a roofline figure above the peak makes it suspect: the report says so with the worst
   ratio, compute- vs HBM-bound is not assessed, the other regimes are;
 * calibration refuses a fitted kernel efficiency above 1.
@@ -18,17 +18,17 @@ import msgspec
 import pytest
 from click.testing import CliRunner
 
-from analyzers.calibrate import calibrate
-from analyzers.facts import BARE_CPU, NOT_RECORDED, device_spec
-from analyzers.pipeline import analyze
+from analyzers.engine.pipeline import analyze
+from analyzers.planning.calibration import calibrate
+from analyzers.read.run_facts import BARE_CPU, NOT_RECORDED, device_spec
 from tests.conftest import REPO, SAMPLE_TP2
 from tests.peak_records import XEON_AVX512_RUN1, cpu_probe, recorded, with_peaks
-from tracekit import cpu_probe as probe_mod
-from tracekit.analysis import from_json
 from tracekit.cli import main
 from tracekit.cli_plan import plan_command
-from tracekit.cpu_probe import RecordedPeaks
-from tracekit.errors import TracekitError
+from tracekit.core import cpu_probe as probe_mod
+from tracekit.core.analysis import from_json
+from tracekit.core.cpu_probe import RecordedPeaks
+from tracekit.core.errors import TracekitError
 from tracekit.render.console import render
 
 SAMPLES = sorted(p for p in (REPO / "sample_traces").iterdir() if (p / "manifest.json").is_file())

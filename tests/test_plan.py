@@ -11,11 +11,20 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from analyzers import presets
-from analyzers.cost_model import Shard, kv_bytes_per_token
-from analyzers.plan import Costs, Layout, LayoutPlan, Plan, layouts, plan, predict, weight_bytes
+from analyzers.planning import presets
+from analyzers.planning.plan import (
+    Costs,
+    Layout,
+    LayoutPlan,
+    Plan,
+    layouts,
+    plan,
+    predict,
+    weight_bytes,
+)
+from analyzers.planning.step_cost import Shard, kv_bytes_per_token
 from tracekit.cli_plan import plan_command
-from tracekit.hardware import spec_by_name
+from tracekit.core.hardware import spec_by_name
 
 H100, H200 = spec_by_name("H100"), spec_by_name("H200")
 

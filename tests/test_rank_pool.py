@@ -8,19 +8,19 @@ from pathlib import Path
 
 import pytest
 
-from analyzers.discover import discover
-from analyzers.facts import manifest_facts
-from analyzers.loader import load
-from analyzers.parallel import Progress
-from analyzers.pipeline import analyze, analyze_trace
-from analyzers.rank_pool import RankJob, pool_executor, run_ranks
+from analyzers.engine.pipeline import analyze, analyze_trace
+from analyzers.engine.process_pool import Progress
+from analyzers.engine.rank_pool import RankJob, pool_executor, run_ranks
+from analyzers.read.discover import discover
+from analyzers.read.loader import load
+from analyzers.read.run_facts import manifest_facts
 from tests.builders import cpu_op, write_trace
 from tests.conftest import REPO
 from tests.test_parallel import _make_large_trace, _ranks
 from tests.test_roofline import H100, gpu_run
-from tracekit import rundir
-from tracekit.analysis import ROOFLINE, Analysis, to_json
-from tracekit.errors import TracekitError
+from tracekit.core import rundir
+from tracekit.core.analysis import ROOFLINE, Analysis, to_json
+from tracekit.core.errors import TracekitError
 
 
 def sequential(path: Path) -> bytes:

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from analyzers.discover import Discovered, TraceFile
-from analyzers.loader import load
-from analyzers.pipeline import analyze_trace
-from analyzers.ray_engine import INSTALL_HINT, Listing, analyze_ray, place
+from analyzers.engine.pipeline import analyze_trace
+from analyzers.engine.ray_executor import INSTALL_HINT, Listing, analyze_ray, place
+from analyzers.read.discover import Discovered, TraceFile
+from analyzers.read.loader import load
 from tests.conftest import REPO
 from tests.test_parallel import _ranks
-from tracekit.analysis import to_json
-from tracekit.errors import TracekitError
+from tracekit.core.analysis import to_json
+from tracekit.core.errors import TracekitError
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed: pip install -e '.[ray]'")
 pytestmark = pytest.mark.ray

@@ -24,9 +24,9 @@ import pytest
 from click.testing import CliRunner
 
 from tests.conftest import NEEDS_VLLM, REPO, VLLM_ENV, VLLM_PY
-from tracekit import rundir
-from tracekit.analysis import ROOFLINE, Analysis, from_json
 from tracekit.cli import main
+from tracekit.core import rundir
+from tracekit.core.analysis import ROOFLINE, Analysis, from_json
 
 pytestmark = [*NEEDS_VLLM]
 WORKLOAD = REPO / "sample_traces" / "workloads" / "tiny_llm.py"

@@ -9,16 +9,16 @@ from typing import Any
 
 import pytest
 
-from analyzers.cost_model import ModelConfig, Shard, StepCost, step_cost
-from analyzers.facts import RunFacts
-from analyzers.loader import load
-from analyzers.pipeline import analyze_trace
-from analyzers.steps import StepRow
+from analyzers.engine.pipeline import analyze_trace
+from analyzers.planning.step_cost import ModelConfig, Shard, StepCost, step_cost
+from analyzers.rank.step_annotations import StepRow
+from analyzers.read.loader import load
+from analyzers.read.run_facts import RunFacts
 from tests.builders import annotation, cpu_op, kernel, runtime, shaped_op, write_trace
 from tests.peak_records import cpu_probe, recorded
 from tests.test_kv_stall import KV_CACHE, MM, MODEL, make_run, records, step_events
-from tracekit import hardware, rundir
-from tracekit.analysis import NAME_PRIOR, ROOFLINE, SHAPES
+from tracekit.core import hardware, rundir
+from tracekit.core.analysis import NAME_PRIOR, ROOFLINE, SHAPES
 
 US = 1_000
 TINY = ModelConfig(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from analyzers.rules import FAMILY_BUCKET, RULES, UNCLASSIFIED, classify_name
-from tracekit import buckets
+from analyzers.rank.rules import FAMILY_BUCKET, RULES, UNCLASSIFIED, classify_name
+from tracekit.core import buckets
 
 # (scope, name, family): real names from vLLM 0.32 CPU traces, vLLM GPU kernels (VLLM_CPU.md),
 # and the shared GPU traces. Every rule must be the *first* match of at least one example.

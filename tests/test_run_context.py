@@ -11,25 +11,25 @@ import msgspec
 import numpy as np
 import pytest
 
-from analyzers.engine_steps import engine_stats
-from analyzers.kv_stall import stalled
-from analyzers.loader import load
-from analyzers.pipeline import analyze_trace
-from analyzers.regime import Reports, verdict
-from analyzers.run_config import execution, scheduler_limits
-from analyzers.step_flags import window_outliers
+from analyzers.engine.pipeline import analyze_trace
+from analyzers.rank.kv_stall import stalled
+from analyzers.read.loader import load
+from analyzers.read.run_config import execution, scheduler_limits
+from analyzers.run.engine_timeline import engine_stats
+from analyzers.run.step_flags import window_outliers
+from analyzers.run.verdict import Reports, verdict
 from collectors import capture
 from collectors.engine_hooks import write_engine_meta
 from collectors.settings import META, Settings
 from tests.builders import annotation, cpu_op
 from tests.test_kv_stall import KV_CACHE, MODEL, make_run, step_events
-from tracekit import rundir
-from tracekit.analysis import NAME_PRIOR, RankResult, from_json, to_json
-from tracekit.buckets import BUCKETS
-from tracekit.model import RankId
+from tracekit.core import rundir
+from tracekit.core.analysis import NAME_PRIOR, RankResult, from_json, to_json
+from tracekit.core.buckets import BUCKETS
+from tracekit.core.run_context import RunContext
+from tracekit.core.rundir import StepRecord
+from tracekit.core.trace_model import RankId
 from tracekit.render.console import render
-from tracekit.run_context import RunContext
-from tracekit.rundir import StepRecord
 
 US = 1_000
 U = 100 * US  # one time unit of the overhead run: 0.1 ms
@@ -208,7 +208,7 @@ def _advice(device: str, manifest: dict[str, Any], dtype: str | None = None) -> 
 
 
 def analyze_context(device: str, manifest: dict[str, Any]) -> RunContext:
-    from analyzers.overhead import run_context
+    from analyzers.run.overhead import run_context
 
     return run_context((), [_rank(device, 0.6)], manifest, device)  # type: ignore[arg-type]
 

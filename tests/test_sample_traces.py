@@ -12,18 +12,18 @@ from click.testing import CliRunner
 import tracekit
 from tests.conftest import REPO, SAMPLE_TP2
 from tests.vllm_backend import OPS, logged_backend
-from tracekit import rundir
 from tracekit.cli import main
+from tracekit.core import rundir
 
 SAMPLES = REPO / "sample_traces"
 LAYERS = 2
 
 
-def _ops(rank: tracekit.analysis.RankResult) -> dict[str, tuple[str, int]]:
+def _ops(rank: tracekit.core.analysis.RankResult) -> dict[str, tuple[str, int]]:
     return {o.name: (o.family, o.count) for o in rank.top_ops}
 
 
-def _token_steps(rank: tracekit.analysis.RankResult) -> int:
+def _token_steps(rank: tracekit.core.analysis.RankResult) -> int:
     return sum(1 for s in rank.steps if s.context_tokens + s.generation_tokens)
 
 
@@ -52,7 +52,7 @@ def test_pp2_sample_bubbles() -> None:
     analysis = tracekit.analyze(SAMPLES / "vllm_cpu_pp2")
     first, last = analysis.ranks
     assert (first.identity.pp, last.identity.pp) == (0, 1)
-    # one window for both stages, the span in which both were profiled (analyzers/window.py)
+    # one window for both stages, the span in which both were profiled (analyzers/run/window.py)
     starts = [r.own_window_start_ns or 0 for r in analysis.ranks]
     ends = [s + (r.own_window_ns or 0) for s, r in zip(starts, analysis.ranks, strict=True)]
     common = (max(starts), min(ends) - max(starts))

@@ -11,16 +11,16 @@ import pytest
 
 import tracekit
 from tests.conftest import SAMPLE_TP2
-from tracekit.analysis import SCHEMA_VERSION, from_json, json_schema, to_json
-from tracekit.buckets import BUCKETS
-from tracekit.errors import TracekitError
+from tracekit.core.analysis import SCHEMA_VERSION, from_json, json_schema, to_json
+from tracekit.core.buckets import BUCKETS
+from tracekit.core.errors import TracekitError
 
 SCHEMA_FILE = Path(tracekit.__file__).with_name("schema") / "analysis.schema.json"
 
 
 def test_published_schema_matches_the_structs() -> None:
     assert json.loads(SCHEMA_FILE.read_text()) == json_schema(), (
-        "regenerate with: python -m tracekit.analysis"
+        "regenerate with: python -m tracekit.core.analysis"
     )
 
 

@@ -17,13 +17,13 @@ import pytest
 from click.testing import CliRunner
 
 import tracekit
-from analyzers.classify import FAMILIES, classify_events
-from analyzers.rules import FAMILY_BUCKET
+from analyzers.rank.classify import FAMILIES, classify_events
+from analyzers.rank.rules import FAMILY_BUCKET
 from tests.conftest import SHARED_TRACES, shared
 from tests.real_traces import ABSENT, label, rank_files, run_folders, trace_files
-from tracekit.analysis import RankResult, from_json
 from tracekit.cli import main
-from tracekit.model import Kind
+from tracekit.core.analysis import RankResult, from_json
+from tracekit.core.trace_model import Kind
 
 pytestmark = pytest.mark.shared_traces
 
@@ -69,8 +69,8 @@ def test_every_trace_and_run_analyses(path: Path) -> None:
 
 def _alone_over(path: Path, start_ns: int, window_ns: int) -> RankResult:
     """The rank in ``path`` analysed alone over a given window (the run's common one)."""
-    from analyzers.pipeline import rank_states, run_stages
-    from analyzers.rank_result import rank_result
+    from analyzers.engine.pipeline import rank_states, run_stages
+    from analyzers.rank.rank_result import rank_result
 
     (state,) = rank_states(tracekit.load(path, jobs=1))
     state = replace(state, window=(start_ns, start_ns + window_ns))

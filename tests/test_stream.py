@@ -15,10 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from analyzers.kineto import _CATEGORY_KIND, parse_trace
-from analyzers.stream import BLOCK, Reader, structure
-from tracekit.errors import TracekitError
-from tracekit.model import Kind
+from analyzers.read.json_stream import BLOCK, Reader, structure
+from analyzers.read.kineto import _CATEGORY_KIND, parse_trace
+from tracekit.core.errors import TracekitError
+from tracekit.core.trace_model import Kind
 
 BLOCKS = [1, 2, 3, 5, 8, 13, 64, 257, 4096, BLOCK]
 TRICKY = [

@@ -4,7 +4,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from analyzers.sweep import sweep
+from analyzers.rank.interval_sweep import sweep
 
 
 def _a(*values: int) -> np.ndarray:

@@ -7,11 +7,11 @@ from pathlib import Path
 
 from click.testing import Result
 
-from collectors.sweep import read_record
 from collectors.sweep_client import CLIENT_LOG, STOP_NOTE
 from tests.test_sweep_cmd import OPTIONS, fake
-from tracekit import rundir
 from tracekit.cli_sweep import sweep_command
+from tracekit.core import rundir
+from tracekit.sweep import read_record
 
 __all__ = ["fake"]  # the fixture
 

@@ -21,10 +21,10 @@ from click.testing import CliRunner, Result
 
 from collectors.layout import Layout, engine_command, needs_plugin, parse_layouts, rewrite_argv
 from collectors.settings import ENV_DIR, ENV_LAYOUT, Settings, from_env
-from collectors.sweep import SWEEP_FILE, read_record
-from tracekit import rundir
 from tracekit.cli_sweep import sweep_command
-from tracekit.errors import TracekitError
+from tracekit.core import rundir
+from tracekit.core.errors import TracekitError
+from tracekit.sweep import SWEEP_FILE, read_record
 
 FAKE = r"""
 import argparse, gzip, json, os, signal, sys, time

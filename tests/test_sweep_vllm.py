@@ -19,14 +19,15 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from analyzers.calibrate import calibrate
-from analyzers.plan import Layout, predict
+from analyzers.planning.calibration import calibrate
+from analyzers.planning.plan import Layout, predict
 from collectors.layout import parse_layouts
-from collectors.sweep import COMPARISON_FILE, SWEEP_FILE, read_record
 from tests.conftest import NEEDS_VLLM, REPO, VLLM_ENV, VLLM_PY
-from tracekit import compare, rundir
+from tracekit import compare
 from tracekit.cli_plan import plan_command
 from tracekit.compare import from_json
+from tracekit.core import rundir
+from tracekit.sweep import COMPARISON_FILE, SWEEP_FILE, read_record
 
 pytestmark = [*NEEDS_VLLM, pytest.mark.slow]
 ENV = VLLM_ENV

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from analyzers.loader import load
-from analyzers.pipeline import analyze, analyze_trace
+from analyzers.engine.pipeline import analyze, analyze_trace
+from analyzers.read.loader import load
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_traces" / "vllm_cpu_tp2"
 

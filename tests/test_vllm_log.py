@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from analyzers.vllm_log import LogRecord, parse, read_logs
-from tracekit import rundir
-from tracekit.errors import TracekitError
+from analyzers.read.vllm_log import LogRecord, parse, read_logs
+from tracekit.core import rundir
+from tracekit.core.errors import TracekitError
 
 S = 1_000_000_000
 HALF = S // 2

@@ -21,13 +21,13 @@ from pathlib import Path
 
 import pytest
 
-from analyzers.facts import run_facts
-from analyzers.loader import load
-from analyzers.pipeline import analyze, analyze_trace
-from analyzers.vllm_log import LogRecord
+from analyzers.engine.pipeline import analyze, analyze_trace
+from analyzers.read.loader import load
+from analyzers.read.run_facts import run_facts
+from analyzers.read.vllm_log import LogRecord
 from tests.conftest import NEEDS_VLLM, REPO, VLLM_ENV, VLLM_PY
-from tracekit import rundir
-from tracekit.analysis import to_json
+from tracekit.core import rundir
+from tracekit.core.analysis import to_json
 
 pytestmark = [*NEEDS_VLLM]
 WORKLOADS = REPO / "sample_traces" / "workloads"

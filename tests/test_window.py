@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import tracekit
-from analyzers.loader import load
-from analyzers.pipeline import analyze, analyze_trace
-from analyzers.window import common_window
+from analyzers.engine.pipeline import analyze, analyze_trace
+from analyzers.read.loader import load
+from analyzers.run.window import common_window
 from tests.builders import cpu_op, kernel, write_trace
 from tests.test_kv_stall import make_run
-from tracekit.analysis import Analysis, PipelineStage, to_json
+from tracekit.core.analysis import Analysis, PipelineStage, to_json
 
 US = 1_000
 MM, SEND, RECV = "aten::mm", "_C::shm_send_tensor_list", "_C::shm_recv_tensor_list"

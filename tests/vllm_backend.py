@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Final, Literal
 
 from tests.conftest import REPO, VLLM_ENV, VLLM_PY
-from tracekit import rundir
+from tracekit.core import rundir
 
 Backend = Literal["shm", "gloo"]
 

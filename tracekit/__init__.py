@@ -13,13 +13,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tracekit.errors import TracekitError
+from tracekit.core.errors import TracekitError
+from tracekit.core.version import __version__
 
 if TYPE_CHECKING:
-    from tracekit.analysis import Analysis
-    from tracekit.model import Trace
+    from tracekit.core.analysis import Analysis
+    from tracekit.core.trace_model import Trace
 
-__version__ = "0.1.0"
 __all__ = ["TracekitError", "__version__", "analyze", "load"]
 
 
@@ -28,13 +28,13 @@ def load(path: str | Path, jobs: int | None = None) -> Trace:
 
     ``jobs``: processes parsing rank files at once (None: one per core, capped by files).
     """
-    from analyzers.loader import load as _load
+    from analyzers.read.loader import load as _load
 
     return _load(path, jobs=jobs)
 
 
 def analyze(path: str | Path, jobs: int | None = None) -> Analysis:
     """Load and analyse ``path``: buckets per rank, steps, top ops and the regime verdict."""
-    from analyzers.pipeline import analyze as _analyze
+    from analyzers.engine.pipeline import analyze as _analyze
 
     return _analyze(path, jobs=jobs)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import click
 
-from tracekit import __version__
 from tracekit.cli_common import fail, guarded, width_option
+from tracekit.core.version import __version__
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -72,11 +72,11 @@ def analyze(
         raise click.UsageError("--ray and --jobs do not combine: Ray schedules the ranks")
     with progress_bar(enabled=sys.stderr.isatty()) as progress:
         if ray_address is None:
-            from analyzers.pipeline import analyze as run_analysis
+            from analyzers.engine.pipeline import analyze as run_analysis
 
             analysis = run_analysis(path, progress=progress, jobs=jobs)
         else:
-            from analyzers.ray_engine import analyze_ray
+            from analyzers.engine.ray_executor import analyze_ray
 
             analysis = analyze_ray(path, ray_address or None, progress=progress)
     if as_json:

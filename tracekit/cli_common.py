@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from tracekit.errors import TracekitError
+from tracekit.core.errors import TracekitError
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 3

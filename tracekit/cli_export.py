@@ -109,7 +109,7 @@ def open_command(path: Path, port: int, no_browser: bool, timeout: float) -> Non
 
 
 def _serve(path: Path, port: int, no_browser: bool, timeout: float) -> None:
-    from tracekit.errors import TracekitError
+    from tracekit.core.errors import TracekitError
     from tracekit.open_ui import open_browser, serve_once, ui_url
 
     def ready(bound: int) -> None:

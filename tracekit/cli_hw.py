@@ -1,7 +1,7 @@
 """``tracekit hw``: probe this CPU as the engine runs it, or show a GPU's spec row.
 
 Register on the main group with ``main.add_command(hw_command)``. The command turns its
-options into one library call (``tracekit.cpu_probe.measure`` / ``spec_by_name``). The probe
+options into one library call (``tracekit.core.cpu_probe.measure`` / ``spec_by_name``). The probe
 needs torch (run it in the environment vLLM runs in); without it the command says so in one
 line and exits non-zero. What it measures is shown while it measures. The figures go to a
 cache for display: analysis uses the peaks a capture recorded in the run's manifest.
@@ -46,7 +46,7 @@ from tracekit.cli_common import guarded
 def hw_command(show: str | None, dtype: str, cache: Path | None, no_save: bool) -> None:
     """Probe this CPU: the engine's GEMM paths (F.linear, vLLM's oneDNN op) and copy
     bandwidth, with its ISA flags. Capture records the same probe in each run directory."""
-    from tracekit import cpu_probe, hardware
+    from tracekit.core import cpu_probe, hardware
 
     if show is not None:
         spec = hardware.spec_by_name(show)

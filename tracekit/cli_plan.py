@@ -1,8 +1,8 @@
 """``tracekit plan``: predict every layout of N GPUs for a model and workload.
 
 Register on the main group with ``main.add_command(plan_command)``. The command turns its
-options into library calls (``analyzers.calibrate.calibrate`` with ``--calibrate``, then
-``analyzers.plan.plan``), then renders.
+options into library calls (``analyzers.planning.calibration.calibrate`` with ``--calibrate``, then
+``analyzers.planning.plan.plan``), then renders.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import replace
 import click
 
 from tracekit.cli_common import guarded, width_option
-from tracekit.errors import TracekitError
+from tracekit.core.errors import TracekitError
 
 
 @click.command("plan")
@@ -59,9 +59,9 @@ def plan_command(
 
     With --calibrate RUN..., the cost model is first fitted to the captured runs and the
     report states its prediction error on them."""
-    from analyzers import presets
-    from analyzers.plan import plan
-    from tracekit.hardware import spec_by_name
+    from analyzers.planning import presets
+    from analyzers.planning.plan import plan
+    from tracekit.core.hardware import spec_by_name
     from tracekit.render import plan as render_plan
     from tracekit.render import resolve_width
 
@@ -69,7 +69,7 @@ def plan_command(
         raise TracekitError(runs[0], "run directories are read only with --calibrate")
     cal = None
     if calibrate:
-        from analyzers.calibrate import calibrate as fit
+        from analyzers.planning.calibration import calibrate as fit
 
         cal = fit(runs, jobs=jobs)
     missing = [o for o, v in (("--model", model_name), ("--gpu", gpu), ("--gpus", gpus)) if not v]

@@ -1,7 +1,7 @@
 """``tracekit sweep --layouts SPEC --out DIR -- COMMAND …``: one command under several layouts.
 
 Register on the main group with ``main.add_command(sweep_command)``. The command turns its
-options into one library call (``collectors.sweep.run``), then renders the comparison
+options into one library call (``tracekit.sweep.run``), then renders the comparison
 (``tracekit.render.compare``) and the per-layout outcome.
 """
 
@@ -16,7 +16,7 @@ import click
 from tracekit.cli_common import guarded, width_option
 
 if TYPE_CHECKING:
-    from collectors.sweep import SweepRecord
+    from tracekit.sweep import SweepRecord
 
 
 def _report(line: str) -> None:
@@ -121,7 +121,7 @@ def sweep_command(
     import shlex
 
     from collectors.layout import parse_layouts
-    from collectors.sweep import Options, run
+    from tracekit.sweep import Options, run
 
     if client is not None and not shlex.split(client):
         raise click.BadParameter("empty client command", param_hint="--client")

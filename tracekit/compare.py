@@ -20,12 +20,13 @@ from typing import Final, Literal
 
 import msgspec
 
-from tracekit import __version__, rundir
-from tracekit.analysis import Analysis, EngineWarning
-from tracekit.buckets import BUCKET_PHRASE, BUCKETS, COMPUTE, HBM, IDLE
 from tracekit.compare_engine import engine_difference
 from tracekit.compare_runs import label, run_names, run_warnings, same_run_warnings
-from tracekit.errors import TracekitError
+from tracekit.core import rundir
+from tracekit.core.analysis import Analysis, EngineWarning
+from tracekit.core.buckets import BUCKET_PHRASE, BUCKETS, COMPUTE, HBM, IDLE
+from tracekit.core.errors import TracekitError
+from tracekit.core.version import __version__
 
 COMPARE_SCHEMA_VERSION: Final = 1
 #: A bucket must differ by at least this share to explain a gap (else "no bucket stands out").

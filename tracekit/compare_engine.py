@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final, Protocol
 
-from tracekit.analysis import EngineWarning
+from tracekit.core.analysis import EngineWarning
 
 QUOTED: Final = 70  # characters of vLLM's message quoted in a finding
 

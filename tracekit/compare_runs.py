@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final, Protocol
 
-from tracekit.analysis import Analysis
+from tracekit.core.analysis import Analysis
 
 #: An analysis warning a comparison repeats (prefixed with the run's name): it changes figures.
 REPEATED: Final = ("rank trace unreadable", "traces for ")

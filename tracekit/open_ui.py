@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote, unquote
 
-from tracekit.errors import TracekitError
+from tracekit.core.errors import TracekitError
 
 log = logging.getLogger(__name__)
 

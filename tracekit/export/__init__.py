@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 from typing import IO, Literal
 
-from tracekit.errors import TracekitError
+from tracekit.core.errors import TracekitError
+from tracekit.core.trace_model import Trace
 from tracekit.export.timeline import ExportSummary, Sink
-from tracekit.model import Trace
 
 Format = Literal["perfetto", "json"]
 FORMATS: tuple[Format, ...] = ("perfetto", "json")
@@ -36,7 +36,7 @@ def export(source: str | Path | Trace, out: str | Path, fmt: Format = "perfetto"
     The file is written under a temporary name and renamed when complete, so a failed export
     never leaves a truncated trace behind.
     """
-    from analyzers.loader import load
+    from analyzers.read.loader import load
     from tracekit.export.build import emit_trace
 
     began = time.perf_counter()

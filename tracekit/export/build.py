@@ -23,11 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-from analyzers.classify import LEVELS
-from analyzers.facts import run_facts
-from analyzers.pipeline import RankState, assemble, rank_states, run_stages
-from tracekit.analysis import RankResult, Regime
-from tracekit.buckets import BUCKETS
+from analyzers.engine.pipeline import RankState, assemble, rank_states, run_stages
+from analyzers.rank.classify import LEVELS
+from analyzers.read.run_facts import run_facts
+from tracekit.core.analysis import RankResult, Regime
+from tracekit.core.buckets import BUCKETS
+from tracekit.core.rundir import StepRecord, read_steps
+from tracekit.core.trace_model import DEVICE_KINDS, Kind, RankTrace, Trace
 from tracekit.export.flows import FlowPlan, plan_flows
 from tracekit.export.timeline import (
     I64,
@@ -39,8 +41,6 @@ from tracekit.export.timeline import (
     TrackKind,
     nest,
 )
-from tracekit.model import DEVICE_KINDS, Kind, RankTrace, Trace
-from tracekit.rundir import StepRecord, read_steps
 
 BUCKET_LANE = "tracekit: buckets"
 STEP_LANE = "tracekit: engine steps"

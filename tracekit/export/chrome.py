@@ -20,7 +20,7 @@ from typing import IO, Any
 import numpy as np
 import orjson
 
-from tracekit import __version__
+from tracekit.core.version import __version__
 from tracekit.export.timeline import Counter, Slices, Track
 
 BATCH = 20_000

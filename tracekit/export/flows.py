@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from tracekit.model import DEVICE_KINDS, Kind, NameTable, RankTrace, Trace
+from tracekit.core.trace_model import DEVICE_KINDS, Kind, NameTable, RankTrace, Trace
 
 IDX = npt.NDArray[np.intp]
 

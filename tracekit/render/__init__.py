@@ -19,7 +19,7 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from tracekit.model import RankId
+from tracekit.core.trace_model import RankId
 
 MIN_WIDTH = 80  # the narrowest report: every renderer is tested at this width
 

@@ -17,9 +17,9 @@ from typing import Any
 from rich import box
 from rich.table import Table
 
-from analyzers.steps import STEP_PATTERN
+from analyzers.rank.step_annotations import STEP_PATTERN
 from collectors.live_status import live_figures, status_line
-from tracekit import rundir
+from tracekit.core import rundir
 from tracekit.render import text_console
 
 WIDTH = 80

@@ -7,8 +7,8 @@ from rich.bar import Bar
 from rich.table import Table
 from rich.text import Text
 
-from tracekit.buckets import BUCKETS
 from tracekit.compare import Comparison, RunRow, per_device
+from tracekit.core.buckets import BUCKETS
 from tracekit.render import bullets, fit, text_console
 from tracekit.render.console import COLOURS, SHORT
 

@@ -10,7 +10,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from tracekit.analysis import (
+from tracekit.core.analysis import (
     NAME_PRIOR,
     Analysis,
     Collectives,
@@ -18,13 +18,13 @@ from tracekit.analysis import (
     OpTime,
     RankResult,
 )
-from tracekit.buckets import BUCKETS, COLLECTIVE
+from tracekit.core.buckets import BUCKETS, COLLECTIVE
+from tracekit.core.run_context import OUTLIER_FACTOR
 from tracekit.render import bullets, caption_left, fit, middle, ms, rank_labels, text_console
 from tracekit.render.context import TITLE, context_lines
 from tracekit.render.engine_said import TITLE as ENGINE_TITLE
 from tracekit.render.engine_said import engine_lines
 from tracekit.render.roofline import op_roofline_table, step_roofline_table
-from tracekit.run_context import OUTLIER_FACTOR
 
 COLOURS = {
     "compute": "green",
@@ -254,7 +254,7 @@ def _ops_table(a: Analysis, top: int, name_limit: int = 70) -> Table:
         "the roofline (per op from trace shapes, else per modelled engine step), else the "
         "name rules"
         if roofline
-        else "the name rules (analyzers/rules.py)"
+        else "the name rules (analyzers/rank/rules.py)"
     )
     return table
 
@@ -266,7 +266,7 @@ def _unclassified(a: Analysis, name_limit: int = 70) -> Table | None:
     total = sum(r.families.get("unclassified", 0) for r in a.ranks)
     table = Table(
         title=f"Unclassified names ({ms(total)} ms counted under compute; no rule "
-        "in analyzers/rules.py names them)",
+        "in analyzers/rank/rules.py names them)",
         box=box.SIMPLE_HEAD,
         title_justify="left",
     )

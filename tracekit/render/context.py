@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from tracekit.analysis import Analysis
+from tracekit.core.analysis import Analysis
+from tracekit.core.run_context import RunContext
 from tracekit.render import ms
-from tracekit.run_context import RunContext
 
 TITLE = "Profiled window vs whole run"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tracekit.analysis import Analysis, EngineWarning
+from tracekit.core.analysis import Analysis, EngineWarning
 
 TITLE = "What vLLM said (logs/: fallbacks and features off that change performance)"
 

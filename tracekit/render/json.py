@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tracekit.analysis import Analysis, to_json
+from tracekit.core.analysis import Analysis, to_json
 
 
 def render(analysis: Analysis) -> bytes:

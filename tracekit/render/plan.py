@@ -11,12 +11,12 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from analyzers.plan import Plan
+from analyzers.planning.plan import Plan
 from tracekit.render import fit, text_console
 from tracekit.render.console import SHORT
 
 if TYPE_CHECKING:
-    from analyzers.calibrate import Calibration
+    from analyzers.planning.calibration import Calibration
 
 SCHEMA_VERSION = 1
 DROP_ORDER = ("act GB", "weights GB", "max seqs", "round ms", "KV GB/dev")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich import box
 from rich.table import Table
 
-from tracekit.analysis import Analysis
+from tracekit.core.analysis import Analysis
 from tracekit.render import ms, rank_labels
 
 

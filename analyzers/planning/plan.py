@@ -1,0 +1,341 @@
+"""``tracekit plan``: predict every layout of N GPUs with the roofline stage's cost model.
+
+Per layout DP × TP × PP (and, for MoE, EP over the DP × TP ranks of a stage, as vLLM's
+``--enable-expert-parallel`` does: attention stays TP within each DP rank):
+
+* **memory per device**: weights (``weight_bytes``, the fullest PP stage), an
+  activation estimate (``max_num_batched_tokens`` × the widest matmul row, plus a fixed
+  runtime overhead), and the rest of ``gpu_memory_utilization`` × HBM as KV cache;
+  ``roofline.kv_bytes_per_token`` turns it into the **maximum concurrent sequences** at the
+  workload's mean context (prompt + output / 2). A replica that holds fewer than the
+  workload asks for (or than ``max_num_seqs``) is capacity-bound: the capacity trap.
+* **decode round** (every running sequence makes one token): per PP stage, a micro-batch of
+  B / PP sequences costs ``roofline.step_cost`` FLOPs and bytes, timed by the roofline
+  max(FLOPs / (peak · efficiency), bytes / (bandwidth · efficiency)), plus the rank's host
+  overhead per step (the engine core's scheduling overhead comes on top, once per round at
+  PP = 1, overlapped by the batch queue at PP > 1: ``Costs``); prefill of the requests
+  that finish in the round is amortised into it the same way. TP all-reduces (two per
+  layer; one with EP) cost latency + 2 (TP − 1) / TP · message / link; EP dispatch +
+  combine cost their latency + message / link; PP stages hand activations on (latency +
+  message / link), and the round lasts PP × the slowest stage (+ scheduling): the rest is
+  bubble.
+* **throughput per device** = B / round / (TP × PP); the regime is scored on the round's
+  shares with the thresholds of ``tracekit.core.regime_table`` (capacity: the share of the asked-for
+  batch the KV cache cannot hold); layouts rank by throughput per device.
+
+Latencies, efficiencies and the host overhead per step are in ``Costs`` (what
+``analyzers.planning.calibration`` fits to captured runs; a rank of a TP × PP > 1 replica runs at
+``model_parallel_efficiency`` of a single device's kernel efficiency); peaks come from
+``tracekit.core.hardware``. Where the engine fixes the KV cache (vLLM CPU), ``kv_cache_bytes``
+replaces the memory model's remainder.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Final
+
+from analyzers.planning.presets import ModelSpec, Workload
+from analyzers.planning.step_cost import (
+    ModelConfig,
+    Shard,
+    StepCost,
+    attention_weights,
+    expert_weights,
+    kv_bytes_per_token,
+    step_cost,
+)
+from analyzers.rank.step_annotations import StepRow
+from tracekit.core import buckets as b
+from tracekit.core.hardware import GB, GIB, DeviceSpec
+from tracekit.core.regime_table import CAPACITY, REGIME_RULES
+
+
+@dataclass(frozen=True)
+class Costs:
+    """The model's constants (defaults: roofline peaks; refitted by
+    ``analyzers.planning.calibration``)."""
+
+    flops_efficiency: float = 1.0
+    hbm_efficiency: float = 1.0
+    # Kernel efficiency of a rank in a TP × PP > 1 replica relative to a single-device one
+    # (TP's sublinear scaling: smaller GEMMs per rank, fixed per-kernel time). 1.0 until
+    # calibration measures both kinds of run; no public figure fixes it for a given model.
+    model_parallel_efficiency: float = 1.0
+    link_efficiency: float = 1.0
+    # NCCL all-reduce of a small (decode) message on one NVLink node: ~20 µs (nccl-tests
+    # all_reduce_perf latency at ≤1 MB, 8×H100); vLLM's custom all-reduce is faster at TP ≤ 8.
+    allreduce_latency: float = 20e-6
+    p2p_latency: float = 10e-6  # one PP send/recv of a decode micro-batch's activations
+    # DeepEP low-latency kernels, EP8, 128 tokens/rank, hidden 7168, top-8 (DeepEP README):
+    # dispatch 77 µs, combine 114 µs: the sync across EP ranks dominates at decode sizes.
+    dispatch_latency: float = 77e-6
+    combine_latency: float = 114e-6
+    # Host time per engine step not hidden under device work (the host bucket); 0
+    # uncalibrated (the roofline counts none), calibration measures both parts:
+    # on each rank per step (input preparation, the model runner's Python), part of the stage
+    step_overhead: float = 0.0
+    # in the engine core per step (scheduling, output processing): serial with the step at
+    # PP = 1; at PP > 1 vLLM V1's batch queue (PP batches in flight) overlaps it with the
+    # other micro-batches, so a round lasts max(this + PP × stage, PP × this)
+    schedule_overhead: float = 0.0
+    # added to it for a TP × PP > 1 replica, which vLLM runs in worker processes (one device:
+    # in the engine core's own): the per-step IPC of scheduler output and results
+    multiprocess_overhead: float = 0.0
+    gpu_memory_utilization: float = 0.9  # vLLM's default
+    max_num_seqs: int = 256  # vLLM's default
+    max_num_batched_tokens: int = 8192  # vLLM's default chunked-prefill budget
+    runtime_overhead: float = 2 * GIB  # CUDA context, CUDA graphs, NCCL buffers per GPU
+    # KV-cache bytes per device where the engine fixes them (vLLM CPU: VLLM_CPU_KVCACHE_SPACE
+    # per rank, read from a run's blocks); None: what the device's memory leaves.
+    kv_cache_bytes: float | None = None
+
+
+@dataclass(frozen=True)
+class Layout:
+    dp: int
+    tp: int
+    pp: int
+    ep: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"DP{self.dp}×TP{self.tp}×PP{self.pp}" + ("+EP" if self.ep else "")
+
+
+@dataclass(frozen=True)
+class LayoutPlan:
+    layout: Layout
+    feasible: bool
+    reason: str  # why infeasible; empty when feasible
+    weights_gb: float
+    activations_gb: float
+    kv_gb: float  # KV cache per device
+    max_seqs: int  # concurrent sequences per replica at the mean context
+    batch: int  # sequences each replica runs
+    round_ms: float  # one decode round: every running sequence makes one token
+    tokens_per_s: float  # output tokens/s, all replicas
+    per_device: float  # output tokens/s per GPU
+    shares: dict[str, float] = field(default_factory=dict)  # of the round, per bucket
+    regime: str = ""
+    scores: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Plan:
+    model: str
+    gpu: str
+    gpus: int
+    workload: Workload
+    layouts: list[LayoutPlan]  # feasible, best first; then infeasible
+    notes: list[str]
+
+    @property
+    def best(self) -> LayoutPlan | None:
+        return self.layouts[0] if self.layouts and self.layouts[0].feasible else None
+
+
+BUCKETS: Final = (b.COMPUTE, b.HBM, b.COLLECTIVE, b.MOE_ROUTING, b.BUBBLE, b.HOST)
+
+
+def layouts(gpus: int, moe: bool) -> list[Layout]:
+    out = []
+    for tp in range(1, gpus + 1):
+        for pp in range(1, gpus // tp + 1):
+            if gpus % (tp * pp) == 0:
+                dp = gpus // (tp * pp)
+                out.append(Layout(dp, tp, pp))
+                if moe and dp * tp > 1:
+                    out.append(Layout(dp, tp, pp, ep=True))
+    return out
+
+
+def plan(
+    spec: ModelSpec, gpu: DeviceSpec, gpus: int, work: Workload, costs: Costs = Costs()
+) -> Plan:
+    m = spec.config
+    rows = [predict(spec, gpu, lay, work, costs) for lay in layouts(gpus, bool(m.experts))]
+    ok = sorted((r for r in rows if r.feasible), key=lambda r: -r.per_device)
+    bad = [r for r in rows if not r.feasible]
+    notes = [
+        work.describe() + f"; mean context {work.mean_context:,.0f} tokens",
+        f"{gpu.name}: {gpu.flops / 1e12:,.3g} TFLOP/s, {gpu.bandwidth / 1e12:.3g} TB/s, "
+        + (f"{gpu.memory_bytes / GB:.0f} GB" if gpu.memory_bytes else "no memory figure")
+        + (f", link {gpu.interconnect / GB:.0f} GB/s per direction" if gpu.interconnect else "")
+        + f" ({gpu.source})",
+        f"weights {m.dtype_bytes} B/param, KV cache {spec.kv_dtype_bytes} B/element",
+    ]
+    if costs.kv_cache_bytes is not None:
+        notes.append(f"KV cache fixed at {costs.kv_cache_bytes / GB:.2f} GB per device")
+    if m.dtype_bytes == 1:
+        notes.append("FLOP/s peak is dense BF16; FP8 GEMMs can run up to 2× faster")
+    return Plan(spec.name, gpu.name, gpus, work, ok + bad, notes)
+
+
+def weight_bytes(m: ModelConfig, s: Shard) -> float:
+    """Weights held by one rank of PP stage ``s.stage``: its layers (all local experts), the
+    embedding on the first stage and the LM head on the last (each split over TP)."""
+    dense = 3 * m.hidden * m.intermediate / s.tp
+    ffn = dense
+    if m.experts and m.experts_per_token:
+        local, expert, always = expert_weights(m, s)
+        share = m.dense_layers / m.layers
+        ffn = share * dense + (1 - share) * (local * expert + always)
+    size = s.layers(m.layers) * (attention_weights(m, s) + ffn)
+    table = m.vocab * m.hidden / s.tp
+    size += table * ((s.stage == 0) + (s.stage == s.pp - 1))
+    return size * m.dtype_bytes
+
+
+def _reject(lay: Layout, reason: str, w: float = 0.0, a: float = 0.0) -> LayoutPlan:
+    return LayoutPlan(lay, False, reason, w / GB, a / GB, 0.0, 0, 0, 0.0, 0.0, 0.0)
+
+
+def predict(
+    spec: ModelSpec, gpu: DeviceSpec, lay: Layout, work: Workload, c: Costs = Costs()
+) -> LayoutPlan:
+    """One layout's memory, capacity, decode round and regime (the module docstring)."""
+    m = spec.config
+    ep = lay.dp * lay.tp if lay.ep else 1
+    if m.heads % lay.tp:
+        return _reject(lay, f"{m.heads} attention heads do not split over TP={lay.tp}")
+    if lay.pp > m.layers:
+        return _reject(lay, f"{m.layers} layers do not fill PP={lay.pp} stages")
+    if m.experts and ep > 1 and m.experts % ep:
+        return _reject(lay, f"{m.experts} experts do not split over EP={ep}")
+    shards = [Shard(lay.tp, lay.pp, ep, stage) for stage in range(lay.pp)]
+    weights = max(weight_bytes(m, s) for s in shards)
+    routed = (m.experts_per_token or 0) * (m.moe_intermediate or m.intermediate)
+    width = max(float(routed), m.intermediate / lay.tp)
+    act = c.max_num_batched_tokens * (4 * m.hidden + 2 * width) * 2 + c.runtime_overhead
+    usable = c.gpu_memory_utilization * (gpu.memory_bytes or 0)
+    fixed = c.kv_cache_bytes is not None
+    kv = c.kv_cache_bytes if c.kv_cache_bytes is not None else usable - weights - act
+    if kv <= 0 or (fixed and gpu.memory_bytes and weights + act + kv > usable):
+        held = f" + KV cache {kv / GB:.1f} GB" if fixed else ""
+        return _reject(
+            lay,
+            f"weights {weights / GB:,.1f} GB + activations {act / GB:.1f} GB{held} per device "
+            f"exceed the {usable / GB:.0f} GB usable ({c.gpu_memory_utilization:g} × "
+            f"{(gpu.memory_bytes or 0) / GB:.0f} GB)",
+            weights,
+            act,
+        )
+    per_token = max(kv_bytes_per_token(m, s, spec.kv_dtype_bytes) for s in shards)
+    max_seqs = math.floor(kv / per_token / work.mean_context)
+    if max_seqs < 1:
+        return _reject(
+            lay,
+            f"KV cache {kv / GB:.1f} GB per device holds {kv / per_token:,.0f} tokens, less "
+            f"than one sequence ({work.mean_context:,.0f} tokens)",
+            weights,
+            act,
+        )
+    demand = c.max_num_seqs
+    if work.concurrency:
+        demand = min(demand, math.ceil(work.concurrency / lay.dp))
+    batch = min(max_seqs, demand)
+    round_s, parts = _round(spec, gpu, lay, work, c, shards, batch, ep)
+    per_device = batch / round_s / (lay.tp * lay.pp)
+    shares = {k: v / round_s for k, v in parts.items()}
+    scores = {r.name: shares.get(r.buckets[0], 0.0) / r.threshold for r in REGIME_RULES}
+    scores = {k: v for k, v in scores.items() if v > 0}
+    if batch < demand:
+        scores[CAPACITY.name] = (1 - batch / demand) / CAPACITY.threshold
+    regime = max(scores, key=lambda k: scores[k])
+    return LayoutPlan(
+        lay, True, "", weights / GB, act / GB, kv / GB, max_seqs, batch, round_s * 1e3,
+        per_device * lay.dp * lay.tp * lay.pp, per_device, shares, regime,
+        {k: round(v, 3) for k, v in sorted(scores.items(), key=lambda kv: -kv[1])},
+    )  # fmt: skip
+
+
+def _roof(cost: StepCost, gpu: DeviceSpec, c: Costs, scale: float = 1.0) -> tuple[str, float]:
+    """Roofline time at the efficiencies, ``scale`` = model-parallel efficiency (or 1)."""
+    compute = cost.flops / (gpu.flops * c.flops_efficiency * scale)
+    memory = cost.bytes / (gpu.bandwidth * c.hbm_efficiency * scale)
+    return (b.COMPUTE, compute) if compute >= memory else (b.HBM, memory)
+
+
+def stage_time(
+    spec: ModelSpec,
+    gpu: DeviceSpec,
+    lay: Layout,
+    c: Costs,
+    s: Shard,
+    step: StepRow,
+    context: float,
+    routed: int | None = None,
+    tokens: float | None = None,
+) -> dict[str, float]:
+    """One engine step of PP stage ``s.stage`` (seconds per bucket, host overhead not
+    included): the roofline at the efficiencies, TP all-reduces, EP dispatch + combine and
+    the PP hand-off for ``tokens`` (default: the step's) activations."""
+    m = spec.config
+    ep = s.ep
+    link = (gpu.interconnect or gpu.bandwidth) * c.link_efficiency
+    scale = c.model_parallel_efficiency if lay.tp * lay.pp > 1 else 1.0
+    parts = dict.fromkeys(BUCKETS, 0.0)
+    kv_b = kv_bytes_per_token(m, s, spec.kv_dtype_bytes)
+    kind, t = _roof(step_cost(m, s, step, context, kv_b, routed), gpu, c, scale)
+    parts[kind] += t
+    layers = s.layers(m.layers)
+    moe_layers = layers * (1 - m.dense_layers / m.layers) if m.experts else 0.0
+    if tokens is None:
+        tokens = step.context_tokens + step.generation_tokens
+    msg = tokens * m.hidden * 2  # BF16 activations
+    if lay.tp > 1:
+        reduces = 2 * layers - (moe_layers if ep > 1 else 0)
+        each = c.allreduce_latency + 2 * (lay.tp - 1) / lay.tp * msg / link
+        parts[b.COLLECTIVE] += reduces * each
+    if ep > 1:
+        k = m.experts_per_token or 1
+        moved = 2 * k * msg * (ep - 1) / ep / link  # dispatch + combine
+        latency = c.dispatch_latency + c.combine_latency
+        parts[b.MOE_ROUTING] += moe_layers * (latency + moved)
+    if lay.pp > 1:
+        parts[b.BUBBLE] += c.p2p_latency + msg / link
+    return parts
+
+
+def _round(
+    spec: ModelSpec,
+    gpu: DeviceSpec,
+    lay: Layout,
+    work: Workload,
+    c: Costs,
+    shards: list[Shard],
+    batch: int,
+    ep: int,
+) -> tuple[float, dict[str, float]]:
+    """One decode round's length and its bucket time, averaged over the PP stages."""
+    micro = batch / lay.pp
+    finished = micro / work.output  # requests whose prefill lands in each micro-batch step
+    decode = StepRow(0, 0, 0, 0, math.ceil(micro), math.ceil(micro))
+    prefill = StepRow(0, 0, 1, work.prompt, 0, 0)
+    routed = math.ceil(micro) * lay.dp if ep > 1 else None
+    stages: list[dict[str, float]] = []
+    for s in shards:
+        parts = stage_time(
+            spec, gpu, lay, c, s, decode, micro * work.mean_context, routed, tokens=micro
+        )
+        pre = stage_time(
+            spec, gpu, lay, c, s, prefill, 0.0, work.prompt * lay.dp if ep > 1 else None
+        )
+        for key, value in pre.items():
+            parts[key] += finished * value
+        parts[b.HOST] += c.step_overhead
+        stages.append(parts)
+    slowest = max(sum(p.values()) for p in stages)
+    sched = c.schedule_overhead + (c.multiprocess_overhead if lay.tp * lay.pp > 1 else 0.0)
+    round_s = max(sched + lay.pp * slowest, lay.pp * sched)
+    # each stage works PP micro-batches per round, waits for the engine core (host) and
+    # idles the rest (bubble): averaged over the stages, the buckets sum to the round
+    total = dict.fromkeys(BUCKETS, 0.0)
+    total[b.HOST] += sched
+    for parts in stages:
+        for key, value in parts.items():
+            total[key] += value
+        total[b.BUBBLE] += max(0.0, round_s - sched - lay.pp * sum(parts.values())) / lay.pp
+    return round_s, total

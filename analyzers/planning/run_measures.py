@@ -1,0 +1,110 @@
+"""What one run directory says for calibration (``analyzers.planning.calibration``): its analysis,
+model, layout, device peaks, the engine steps of ``steps/`` with their lengths (as
+``tracekit compare`` counts busy time), the workload and running batch read from them, and
+its decode throughput."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from itertools import pairwise
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+from analyzers.engine.pipeline import analyze
+from analyzers.planning.plan import Layout
+from analyzers.planning.presets import ModelSpec, Workload
+from analyzers.planning.step_cost import ModelConfig, Shard
+from analyzers.read.run_facts import RunFacts, manifest_facts
+from analyzers.read.vllm_log import LogRecord
+from tracekit.compare import IDLE_GAP
+from tracekit.compare import row as compare_row
+from tracekit.core import rundir
+from tracekit.core.analysis import Analysis
+from tracekit.core.errors import TracekitError
+
+
+@dataclass(frozen=True)
+class Run:
+    name: str
+    path: Path
+    analysis: Analysis
+    spec: ModelSpec
+    layout: Layout
+    facts: RunFacts
+    workload: Workload
+    batch: float
+    tokens_per_s: float  # decode tokens/s, all engines
+    busy_ns: dict[int, list[tuple[rundir.StepRecord, int]]]  # engine → (record, its length)
+
+    @property
+    def shards(self) -> list[Shard]:
+        lay = self.facts.layout
+        return [Shard(lay.tp, lay.pp, lay.ep, s) for s in range(lay.pp)]
+
+
+def measure(path: Path, jobs: int | None) -> Run:
+    if not rundir.is_run_dir(path):
+        raise TracekitError(path, "not a tracekit run directory (no manifest.json)")
+    a = analyze(path, jobs=jobs)
+    manifest: dict[str, Any] = a.manifest or {}
+    model = ModelConfig.from_manifest(manifest.get("model"))
+    if model is None:
+        raise TracekitError(path, "its manifest has no model config: nothing to calibrate")
+    if a.hardware is None:
+        why = a.compute_hbm_basis.partition("no roofline: ")[2] or "unknown device"
+        raise TracekitError(path, f"no device peaks for the roofline ({why})")
+    if not any(r.roofline and r.roofline.kinds and r.roofline.decided_ns for r in a.ranks):
+        raise TracekitError(path, "no profiled engine step with tokens: nothing to fit")
+    facts = replace(manifest_facts(str(path), manifest), spec=a.hardware)
+    # per-step records only (steps/): logged stats samples carry no token counts
+    records = [r for r in facts.records if not isinstance(r, LogRecord)]
+    name = Path(str((manifest.get("model") or {}).get("name") or "model")).name
+    spec = ModelSpec(name, model, facts.kv_dtype_bytes or model.dtype_bytes, f"manifest of {path}")
+    label = path.resolve().name or str(path)
+    measured = compare_row(label, a).throughput
+    if measured is None or not records:
+        raise TracekitError(path, "no steps/ records with decode tokens: no throughput to fit")
+    engines = _engine_steps(records)
+    work, batch = _workload(path, engines)
+    layout = Layout(facts.dp, facts.layout.tp, facts.layout.pp, facts.layout.ep > 1)
+    return Run(label, path, a, spec, layout, facts, work, batch, measured.tokens_per_s, engines)
+
+
+def _engine_steps(records: list[rundir.StepRecord]) -> dict[int, list[tuple[Any, int]]]:
+    """Each engine's records with their lengths, as ``tracekit compare`` counts busy time."""
+    out = {}
+    for engine in sorted({r.engine for r in records}):
+        recs = [r for r in records if r.engine == engine]
+        gaps = [y.ts_ns - x.ts_ns for x, y in pairwise(recs)]
+        mid = int(median(gaps)) if gaps else 0
+        out[engine] = [
+            (r, d if d <= IDLE_GAP * mid else mid) for r, d in zip(recs, [*gaps, mid], strict=True)
+        ]
+    return out
+
+
+def _workload(path: Path, engines: dict[int, list[tuple[Any, int]]]) -> tuple[Workload, float]:
+    admitted = prefill = decode = 0
+    batches, peak = [], 0
+    for rows in engines.values():
+        running = 0
+        for r, _ in rows:
+            admitted += max(0, r.running - running)
+            running = r.running
+            prefill, decode = prefill + r.prefill_tokens, decode + r.decode_tokens
+        busy = [r.running for r, _ in rows if r.decode_tokens]
+        batches.append(sum(busy) / len(busy) if busy else 0.0)
+        peak += max((r.running for r, _ in rows), default=0)
+    if not (admitted and prefill and decode):
+        raise TracekitError(path, "steps/ shows no admitted request with prefill and decode")
+    prompt, output = round(prefill / admitted), round(decode / admitted) + 1
+    return Workload(f"{prompt}:{output}:{peak}", prompt, output, peak), median(batches)
+
+
+def kv_bytes(run: Run) -> float:
+    f = run.facts
+    per_token = f.kv_bytes_per_token(run.shards[0]) or 0
+    if not (f.num_blocks and f.block_size and per_token):
+        raise TracekitError(run.path, "its manifest has no KV-cache blocks: KV size unknown")
+    return float(f.num_blocks * f.block_size * per_token)
