@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import tracekit
-from analyzers.engine.pipeline import analyze_trace
+from analyzers.engine.driver import analyze_trace
 from analyzers.read.loader import load
 from tests.builders import annotation, cpu_op, kernel, write_trace
 from tests.conftest import shared

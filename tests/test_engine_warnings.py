@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from analyzers.engine.pipeline import analyze_trace
+from analyzers.engine.driver import analyze_trace
 from analyzers.read.engine_warnings import KINDS, read, scan
 from analyzers.read.loader import load
 from tests.builders import cpu_op

@@ -21,11 +21,13 @@ from perfetto.protos.perfetto.trace.perfetto_trace_pb2 import Trace as PbTrace
 from perfetto.protos.perfetto.trace.perfetto_trace_pb2 import TracePacket, TrackEvent
 
 import tracekit
-from analyzers.engine.pipeline import RankState, rank_states, run_stages
+from analyzers.engine.driver import settle_loaded
+from analyzers.rank.rank_stages import RankState, run_stages
 from tests.builders import annotation, cpu_op, kernel, runtime, write_trace
 from tests.conftest import SAMPLE_TP2, shared
 from tracekit.cli_export import export_command
 from tracekit.core import rundir
+from tracekit.core.trace_model import Trace
 from tracekit.export import export
 from tracekit.export.build import BUCKET_LANE, REGIME_LANE, RUN_PROCESS, STEP_LANE
 
@@ -231,8 +233,8 @@ def test_bucket_lane_is_the_partition(tmp_path: Path) -> None:
     run = _pp_run(tmp_path)
     got = parse(_exported(run, tmp_path / "t.pftrace"))
     trace = tracekit.load(run)
-    for rank, state in zip(trace.ranks, rank_states(trace), strict=True):
-        att = run_stages(state).attribution
+    for rank, state in zip(trace.ranks, _states(trace), strict=True):
+        att = state.attribution
         assert att is not None
         winner = att.partition.winner
         runs = 1 + int(np.count_nonzero(np.diff(winner)))
@@ -313,6 +315,17 @@ def test_json_format_has_the_same_content(tmp_path: Path) -> None:
     assert (origin + round(gemm["ts"] * 1000), gemm["dur"]) == (20 * US, 100.0)
 
 
+def _states(trace: Trace) -> list[RankState]:
+    """Each rank's stages run here, over what the driver settles for the run."""
+    run = settle_loaded(trace)
+    states = []
+    for rank, settled in zip(trace.ranks, run.files, strict=True):
+        assert settled is not None
+        state = RankState(rank, trace.names, facts=settled.facts, window=settled.window)
+        states.append(run_stages(state))
+    return states
+
+
 def _lane_runs(state: RankState) -> int:
     """Bucket-lane slices: stretches of one partition level and one final bucket."""
     att = state.attribution
@@ -327,7 +340,7 @@ def test_real_sample_structure(tmp_path: Path, fmt: str) -> None:
     out = tmp_path / ("s.json" if fmt == "json" else "s.pftrace")
     summary = export(trace, out, fmt)  # type: ignore[arg-type]
     assert summary.ranks == 2 and summary.flows == {"launch": 0, "pp": 0}
-    states = [run_stages(s) for s in rank_states(trace)]  # as the exporter runs them
+    states = _states(trace)  # the stages, settled as the driver settles them
     runs = [_lane_runs(s) for s in states]
     events = sum(len(r.events) for r in trace.ranks)
     steps = sum(len(s.steps or ()) for s in states)

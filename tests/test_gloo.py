@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import tracekit
-from analyzers.engine.pipeline import analyze, analyze_trace
+from analyzers.engine.driver import analyze, analyze_trace
 from analyzers.rank.classify import FAMILY_INDEX, NOT_WORK, classify_events
 from analyzers.read.loader import load
 from tests.builders import TID, annotation, cpu_op, write_trace

@@ -9,8 +9,9 @@ import msgspec
 import numpy as np
 import pytest
 
-from analyzers.engine.pipeline import RankState, analyze_trace, run_stages
+from analyzers.engine.driver import analyze_trace
 from analyzers.rank.kv_stall import stalled
+from analyzers.rank.rank_stages import RankState, run_stages
 from analyzers.read.loader import load
 from analyzers.read.run_facts import run_facts
 from analyzers.read.vllm_log import LogRecord

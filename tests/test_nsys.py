@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 import tracekit
-from analyzers.engine.pipeline import analyze_trace
+from analyzers.engine.driver import analyze_trace
 from analyzers.read.nsys import parse_nsys
 from tests.builders import kernel, write_trace
 from tests.conftest import shared

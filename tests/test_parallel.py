@@ -10,7 +10,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-from analyzers.engine.pipeline import analyze_trace
+from analyzers.engine.driver import analyze_trace
 from analyzers.engine.process_pool import default_jobs, parse_all
 from analyzers.read.loader import load
 from tests.builders import annotation, cpu_op, kernel, runtime, write_trace

@@ -18,7 +18,7 @@ import msgspec
 import pytest
 from click.testing import CliRunner
 
-from analyzers.engine.pipeline import analyze
+from analyzers.engine.driver import analyze
 from analyzers.planning.calibration import calibrate
 from analyzers.read.run_facts import BARE_CPU, NOT_RECORDED, device_spec
 from tests.conftest import REPO, SAMPLE_TP2

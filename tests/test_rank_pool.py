@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import pickle
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from analyzers.engine.pipeline import analyze, analyze_trace
+from analyzers.engine.driver import Executor, analyze, analyze_found, analyze_trace, pool_executor
+from analyzers.engine.file_jobs import FileJob, read_and_analyze
 from analyzers.engine.process_pool import Progress
-from analyzers.engine.rank_pool import RankJob, pool_executor, run_ranks
 from analyzers.read.discover import discover
 from analyzers.read.loader import load
 from analyzers.read.run_facts import manifest_facts
@@ -19,7 +20,7 @@ from tests.conftest import REPO
 from tests.test_parallel import _make_large_trace, _ranks
 from tests.test_roofline import H100, gpu_run
 from tracekit.core import rundir
-from tracekit.core.analysis import ROOFLINE, Analysis, to_json
+from tracekit.core.analysis import ROOFLINE, to_json
 from tracekit.core.errors import TracekitError
 
 
@@ -74,18 +75,20 @@ def test_duplicate_identities_are_an_error_in_the_pool(tmp_path: Path) -> None:
         analyze(tmp_path, jobs=2)
 
 
-def counting(calls: list[int], jobs: int) -> object:
+def counting(calls: list[str], jobs: int) -> Executor:
     inner = pool_executor(jobs)
 
-    def run(items: Sequence[RankJob], progress: Progress | None) -> list[object]:
-        calls.append(len(items))
-        return list(inner(items, progress))
+    def run(
+        fn: Callable[[FileJob], Any], items: Sequence[FileJob], progress: Progress | None
+    ) -> list[Any]:
+        calls.append(f"{fn.__name__} x{len(items)}")
+        return list(inner(fn, items, progress))
 
     return run
 
 
-def test_a_rank_without_device_names_is_analysed_again_with_the_runs_peaks(
-    tmp_path: Path,
+def test_a_rank_without_device_names_takes_the_runs_peaks_and_is_read_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run = gpu_run(tmp_path, H100)  # rank 0 names its H100
     traces = run / rundir.TRACES
@@ -95,12 +98,25 @@ def test_a_rank_without_device_names_is_analysed_again_with_the_runs_peaks(
     from tests.test_roofline import gpu_events
 
     write_trace(second, gpu_events(), base_ns=0)
-    calls: list[int] = []
-    pooled: Analysis = run_ranks(discover(run), counting(calls, 2))  # type: ignore[arg-type]
-    assert calls == [2, 1]  # both files, then the one judged against no peaks
+    calls: list[str] = []
+    pooled, _ = analyze_found(discover(run), counting(calls, 2))
+    assert calls == ["read_file x2", "analyze_file x2"]  # peaks settled between the rounds
     assert [r.compute_hbm_basis for r in pooled.ranks] == [ROOFLINE, ROOFLINE]
     assert pooled.hardware is not None and pooled.hardware.name == "H100 SXM"
     assert to_json(pooled) == sequential(run)
+    # each file is parsed once (in this process, to count): round 2 reads the spill
+    from analyzers.engine import file_jobs
+
+    parsed: list[str] = []
+    real = file_jobs.parse_file
+
+    def parse_file(path: Path) -> Any:
+        parsed.append(path.name)
+        return real(path)
+
+    monkeypatch.setattr(file_jobs, "parse_file", parse_file)
+    assert to_json(analyze(run, jobs=1)) == to_json(pooled)
+    assert sorted(parsed) == sorted(p.name for p in traces.iterdir())
 
 
 def test_what_a_worker_sends_back_is_small(tmp_path: Path) -> None:
@@ -109,7 +125,8 @@ def test_what_a_worker_sends_back_is_small(tmp_path: Path) -> None:
 
     source = shared("hta_v100_allreduce/rank-1.json.gz")
     found = discover(source)
-    (outs,) = pool_executor(1)([RankJob(found.files[0], manifest_facts(None, None), None)], None)
-    assert not isinstance(outs, TracekitError)
-    sent = len(pickle.dumps(outs))
+    job = FileJob(found.files[0], manifest_facts(None, None), None)
+    (outcome,) = pool_executor(1)(read_and_analyze, [job], None)
+    assert not isinstance(outcome, TracekitError)
+    sent = len(pickle.dumps(outcome))
     assert sent < source.stat().st_size / 20, sent  # vs the gzip file: 216k events

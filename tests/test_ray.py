@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from analyzers.engine.pipeline import analyze_trace
+from analyzers.engine.driver import analyze_trace
 from analyzers.engine.ray_executor import INSTALL_HINT, Listing, analyze_ray, place
 from analyzers.read.discover import Discovered, TraceFile
 from analyzers.read.loader import load
@@ -52,7 +52,9 @@ def test_ray_equals_local_with_an_unreadable_rank(cluster: str, tmp_path: Path) 
     analysis = analyze_ray(folder, progress=lambda d, t, n: seen.append((d, t, n)))
     assert to_json(analysis) == local(folder)
     assert any("rank-7.json.gz" in w for w in analysis.warnings)
-    assert sorted(d for d, _, _ in seen) == [1, 2, 3, 4, 5]
+    # one bar over both rounds: 5 files read, then the 4 readable ones analysed
+    assert sorted(d for d, _, _ in seen) == list(range(1, 10))
+    assert seen[-1][:2] == (9, 9)
 
 
 def test_ray_error_for_a_path_no_node_holds(cluster: str, tmp_path: Path) -> None:

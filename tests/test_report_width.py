@@ -55,7 +55,7 @@ def _check(report: Callable[[int], str], width: int) -> str:
 
 @cache
 def _analysis(path: Path):  # type: ignore[no-untyped-def]
-    from analyzers.engine.pipeline import analyze
+    from analyzers.engine.driver import analyze
 
     return analyze(path)
 

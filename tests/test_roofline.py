@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from analyzers.engine.pipeline import analyze_trace
+from analyzers.engine.driver import analyze_trace
 from analyzers.planning.step_cost import ModelConfig, Shard, StepCost, step_cost
 from analyzers.rank.step_annotations import StepRow
 from analyzers.read.loader import load

@@ -11,7 +11,7 @@ import msgspec
 import numpy as np
 import pytest
 
-from analyzers.engine.pipeline import analyze_trace
+from analyzers.engine.driver import analyze_trace
 from analyzers.rank.kv_stall import stalled
 from analyzers.read.loader import load
 from analyzers.read.run_config import execution, scheduler_limits

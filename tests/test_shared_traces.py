@@ -69,12 +69,16 @@ def test_every_trace_and_run_analyses(path: Path) -> None:
 
 def _alone_over(path: Path, start_ns: int, window_ns: int) -> RankResult:
     """The rank in ``path`` analysed alone over a given window (the run's common one)."""
-    from analyzers.engine.pipeline import rank_states, run_stages
-    from analyzers.rank.rank_result import rank_result
+    from analyzers.engine.driver import settle_loaded
+    from analyzers.engine.file_jobs import analyze_ranks
+    from analyzers.engine.stage_log import FileStats
 
-    (state,) = rank_states(tracekit.load(path, jobs=1))
-    state = replace(state, window=(start_ns, start_ns + window_ns))
-    return rank_result(run_stages(state))
+    trace = tracekit.load(path, jobs=1)
+    (settled,) = settle_loaded(trace).files
+    assert settled is not None
+    settled = replace(settled, window=(start_ns, start_ns + window_ns))
+    (out,) = analyze_ranks(settled, trace.ranks, trace.names, FileStats(path.name, 0, 0.0, 0))
+    return out.digest.result
 
 
 @pytest.mark.parametrize("folder", _params(MULTI_RANK))

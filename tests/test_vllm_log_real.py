@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from analyzers.engine.pipeline import analyze, analyze_trace
+from analyzers.engine.driver import analyze, analyze_trace
 from analyzers.read.loader import load
 from analyzers.read.run_facts import run_facts
 from analyzers.read.vllm_log import LogRecord

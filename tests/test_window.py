@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import tracekit
-from analyzers.engine.pipeline import analyze, analyze_trace
+from analyzers.engine.driver import analyze, analyze_trace
 from analyzers.read.loader import load
 from analyzers.run.window import common_window
 from tests.builders import cpu_op, kernel, write_trace

@@ -35,6 +35,6 @@ def load(path: str | Path, jobs: int | None = None) -> Trace:
 
 def analyze(path: str | Path, jobs: int | None = None) -> Analysis:
     """Load and analyse ``path``: buckets per rank, steps, top ops and the regime verdict."""
-    from analyzers.engine.pipeline import analyze as _analyze
+    from analyzers.engine.driver import analyze as _analyze
 
     return _analyze(path, jobs=jobs)

@@ -72,7 +72,7 @@ def analyze(
         raise click.UsageError("--ray and --jobs do not combine: Ray schedules the ranks")
     with progress_bar(enabled=sys.stderr.isatty()) as progress:
         if ray_address is None:
-            from analyzers.engine.pipeline import analyze as run_analysis
+            from analyzers.engine.driver import analyze as run_analysis
 
             analysis = run_analysis(path, progress=progress, jobs=jobs)
         else:

@@ -36,7 +36,7 @@ Outcome = list[ParsedTrace] | TracekitError
 Progress = Callable[[int, int, str], None]
 log = logging.getLogger(__name__)
 _PRELOAD = [
-    "analyzers.engine.pipeline",
+    "analyzers.engine.file_jobs",
     "analyzers.read.kineto",
     "analyzers.read.nsys",
     "numpy",

@@ -8,10 +8,12 @@
    file system and may run anywhere; a file only some nodes list is node-local, and its
    task is pinned to the first node holding it (hard affinity: it cannot be read
    elsewhere). Rank identities from the manifest apply to files on any node.
-2. **per rank**: ``rank_pool.analyze_file`` as a task (one CPU each), returning only the
-   rank's digest: kilobytes, whatever the trace's size.
-3. **merge**: ``rank_pool.run_ranks``, as for the local process pool, so the Analysis
-   equals the local one (tested on a real local Ray cluster).
+2. **per file**: the driver's two rounds (``analyzers.engine.driver``), each file's tasks
+   pinned to the node holding it (one CPU each): round 1 parses it and leaves the parsed
+   ranks in a spill file on that node, round 2 runs the stages on them and returns only the
+   ranks' digests: kilobytes, whatever the trace's size;
+3. **run**: settling and the run-level stages in the driver, as for the local process
+   pool, so the Analysis equals the local one (tested on a real local Ray cluster).
 
 Without ADDRESS a local Ray instance is started for the run and stopped after it; with one
 (``auto``, ``host:port``, ``ray://…``) the existing cluster is joined. Every node needs
@@ -23,7 +25,7 @@ from __future__ import annotations
 import logging
 import re
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -31,9 +33,10 @@ from typing import Any
 
 import msgspec
 
-from analyzers.engine.pipeline import RANK_STAGES, Stage
+from analyzers.engine.driver import Executor, analyze_found
+from analyzers.engine.file_jobs import FileJob
 from analyzers.engine.process_pool import Progress, _worker
-from analyzers.engine.rank_pool import Executor, RankJob, RankOut, analyze_file, run_ranks
+from analyzers.rank.rank_stages import RANK_STAGES, Stage
 from analyzers.read.discover import Discovered, TraceFile, discover, manifest_fields, missing_note
 from analyzers.read.run_facts import RunFacts, manifest_facts
 from tracekit.core.analysis import Analysis
@@ -165,7 +168,7 @@ def analyze_ray(
     try:
         placement = _discover(ray, str(path))
         execute = _executor(ray, placement)
-        return run_ranks(
+        analysis, _ = analyze_found(
             placement.found,
             execute,
             progress,
@@ -173,6 +176,7 @@ def analyze_ray(
             facts=placement.facts,
             manifest=placement.manifest,
         )
+        return analysis
     finally:
         if started:
             ray.shutdown()
@@ -200,17 +204,17 @@ def _executor(ray: Any, placement: Placement) -> Executor:
     task = ray.remote(num_cpus=1, max_retries=0)(_worker)
 
     def run(
-        jobs: Sequence[RankJob], progress: Progress | None
-    ) -> list[list[RankOut] | TracekitError]:
+        fn: Callable[[FileJob], Any], jobs: Sequence[FileJob], progress: Progress | None
+    ) -> list[Any]:
         refs = []
         for job in jobs:
             node = node_of.get(str(job.file.path))
             strategy = (
                 "DEFAULT" if node is None else NodeAffinitySchedulingStrategy(node, soft=False)
             )
-            refs.append(task.options(scheduling_strategy=strategy).remote(analyze_file, job))
+            refs.append(task.options(scheduling_strategy=strategy).remote(fn, job))
         index = {ref: i for i, ref in enumerate(refs)}
-        out: list[list[RankOut] | TracekitError | None] = [None] * len(refs)
+        out: list[Any] = [None] * len(refs)
         pending = list(refs)
         while pending:
             done, pending = ray.wait(pending, num_returns=1)

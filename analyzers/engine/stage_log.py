@@ -43,25 +43,21 @@ def family_counts(family: np.ndarray | None) -> dict[str, int]:
     return dict(sorted(got.items(), key=lambda kv: -kv[1]))
 
 
-def log_rank(label: str, stats: FileStats, rerun: bool = False) -> None:
-    """A rank's stage times (INFO; a re-run's at DEBUG) and rule matches (DEBUG)."""
-    level = logging.DEBUG if rerun else logging.INFO
-    if not log.isEnabledFor(level):
+def log_rank(label: str, stats: FileStats) -> None:
+    """A rank's stage times (INFO) and rule matches (DEBUG)."""
+    if not log.isEnabledFor(logging.INFO):
         return
     took = ", ".join(f"{name.removesuffix('_stage')} {ms:.1f} ms" for name, ms in stats.stages)
-    again = "re-run " if rerun else ""
-    log.log(level, "%s%s, %s: %s", again, label, stats.file, took or "no stages")
-    if stats.families and not rerun:
+    log.info("%s, %s: %s", label, stats.file, took or "no stages")
+    if stats.families:
         listed = ", ".join(f"{k} {n}" for k, n in stats.families.items())
         log.debug("%s rules matched: %s", label, listed)
 
 
-def log_file(stats: FileStats, rerun: bool = False) -> None:
-    """A parsed file: events, size, seconds (INFO; a re-run's at DEBUG)."""
-    log.log(
-        logging.DEBUG if rerun else logging.INFO,
-        "%sparsed %s: %d events, %.1f MB in %.2f s",
-        "re-" if rerun else "",
+def log_file(stats: FileStats) -> None:
+    """A parsed file: events, size, seconds (INFO)."""
+    log.info(
+        "parsed %s: %d events, %.1f MB in %.2f s",
         stats.file,
         stats.events,
         stats.size_bytes / 1e6,

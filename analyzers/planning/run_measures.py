@@ -11,7 +11,7 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
-from analyzers.engine.pipeline import analyze
+from analyzers.engine.driver import analyze
 from analyzers.planning.plan import Layout
 from analyzers.planning.presets import ModelSpec, Workload
 from analyzers.planning.step_cost import ModelConfig, Shard

@@ -23,10 +23,11 @@ from analyzers.rank.message_size import SIZE_SOURCE, collective_bytes, collectiv
 from analyzers.rank.roofline_stage import step_windows
 from analyzers.read.run_facts import RunFacts
 from tracekit.core.analysis import RankResult
+from tracekit.core.partition import RankPartition
 from tracekit.core.trace_model import DEVICE_KINDS, Events, Kind, RankId, Trace
 
 if TYPE_CHECKING:
-    from analyzers.engine.pipeline import RankState
+    from analyzers.rank.rank_stages import RankState
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
@@ -69,6 +70,8 @@ class RankDigest:
     exposure: dict[str, tuple[int, int]]
     step_start_ns: I64 | None = None  # the rank's step windows (None without steps)
     step_end_ns: I64 | None = None
+    #: the rank's segments, kept where the caller asked (a timeline); None otherwise
+    partition: RankPartition | None = None
 
     @property
     def identity(self) -> RankId:

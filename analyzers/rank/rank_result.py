@@ -14,7 +14,7 @@ from tracekit.core.buckets import BUCKETS
 from tracekit.core.trace_model import Kind
 
 if TYPE_CHECKING:
-    from analyzers.engine.pipeline import RankState
+    from analyzers.rank.rank_stages import RankState
 
 _GRAPH_LAUNCH = re.compile(r"GraphLaunch", re.IGNORECASE)
 TOP_PER_BUCKET = 5

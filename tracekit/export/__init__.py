@@ -31,23 +31,26 @@ def format_for(path: Path) -> Format:
 
 
 def export(source: str | Path | Trace, out: str | Path, fmt: Format = "perfetto") -> ExportSummary:
-    """Load ``source`` (unless it is a Trace already) and write its timeline to ``out``.
+    """Load ``source`` (unless it is a Trace already), analyse it keeping each rank's
+    partition, and write its timeline to ``out``.
 
     The file is written under a temporary name and renamed when complete, so a failed export
     never leaves a truncated trace behind.
     """
+    from analyzers.engine.driver import analyze_loaded
     from analyzers.read.loader import load
     from tracekit.export.build import emit_trace
 
     began = time.perf_counter()
     trace = source if isinstance(source, Trace) else load(source)
+    analysis, partitions = analyze_loaded(trace, keep_partitions=True)
     out = Path(out)
     tmp = out.with_name(f".{out.name}.tmp")
     sink: Sink
     try:
         with tmp.open("wb") as handle:
             sink = _sink(fmt, handle)
-            flows = emit_trace(trace, sink)
+            flows = emit_trace(trace, analysis, partitions, sink)
             sink.close()
         tmp.replace(out)
     except OSError as exc:

@@ -23,11 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from analyzers.engine.pipeline import RankState, assemble, rank_states, run_stages
-from analyzers.rank.classify import LEVELS
-from analyzers.read.run_facts import run_facts
-from tracekit.core.analysis import RankResult, Regime
+from tracekit.core.analysis import Analysis, RankResult, Regime
 from tracekit.core.buckets import BUCKETS
+from tracekit.core.partition import RankPartition
 from tracekit.core.rundir import StepRecord, read_steps
 from tracekit.core.trace_model import DEVICE_KINDS, Kind, RankTrace, Trace
 from tracekit.export.flows import FlowPlan, plan_flows
@@ -82,8 +80,14 @@ class _Ids:
         return Track(self.uuid, name, kind, pid, tid, parent, order, unit)
 
 
-def emit_trace(trace: Trace, sink: Sink) -> dict[str, int]:
-    """Everything above into ``sink``; returns the flow counts by kind."""
+def emit_trace(
+    trace: Trace,
+    analysis: Analysis,
+    partitions: Sequence[RankPartition | None],
+    sink: Sink,
+) -> dict[str, int]:
+    """Everything above into ``sink``, from the trace's events and its Analysis with each
+    rank's partition (the driver's ``keep_partitions``); returns the flow counts by kind."""
     steps = read_steps(Path(trace.run_dir)) if trace.run_dir else []
     starts = [int(r.events.start_ns.min()) for r in trace.ranks if len(r.events)]
     starts += [s.ts_ns for s in steps[:1]]
@@ -92,14 +96,12 @@ def emit_trace(trace: Trace, sink: Sink) -> dict[str, int]:
     ids = _Ids()
     pids = process_pids(trace)
     processes: list[Track] = []
-    facts = run_facts(trace)
-    states = [run_stages(s) for s in rank_states(trace, facts)]  # the stages analyze runs
-    analysis = assemble(trace, states, facts)
-    for i, (rank, state) in enumerate(zip(trace.ranks, states, strict=True)):
+    ranks = zip(trace.ranks, analysis.ranks, partitions, strict=True)
+    for i, (rank, result, partition) in enumerate(ranks):
         proc = ids.track(rank.id.label, "process", pids[i], None, i, tid=pids[i])
         processes.append(proc)
         sink.track(proc)
-        for batch in _rank_slices(state, proc, ids, plan, i, trace):
+        for batch in _rank_slices(rank, result, partition, proc, ids, plan, i, trace):
             sink.track(batch.track)
             sink.slices(batch)
     run_pid = SYNTHETIC_PID + len(pids)
@@ -129,21 +131,28 @@ def process_pids(trace: Trace) -> list[int]:
 
 
 def _rank_slices(
-    state: RankState, proc: Track, ids: _Ids, plan: FlowPlan, index: int, trace: Trace
+    rank: RankTrace,
+    result: RankResult,
+    partition: RankPartition | None,
+    proc: Track,
+    ids: _Ids,
+    plan: FlowPlan,
+    index: int,
+    trace: Trace,
 ) -> Iterator[Slices]:
-    yield _bucket_lane(state, ids.track(BUCKET_LANE, "track", proc.pid, proc.uuid, 0))
-    if state.steps:
-        yield _step_lane(state, ids.track(STEP_LANE, "track", proc.pid, proc.uuid, 1))
-    yield from _event_tracks(state.trace, proc, ids, plan, index, trace)
+    yield _bucket_lane(partition, ids.track(BUCKET_LANE, "track", proc.pid, proc.uuid, 0))
+    if result.steps:
+        yield _step_lane(result, ids.track(STEP_LANE, "track", proc.pid, proc.uuid, 1))
+    yield from _event_tracks(rank, proc, ids, plan, index, trace)
 
 
-def _bucket_lane(state: RankState, track: Track) -> Slices:
-    att = state.attribution
-    if att is None:
-        raise ValueError("the bucket lane needs the attribute stage")
+def _bucket_lane(partition: RankPartition | None, track: Track) -> Slices:
+    if partition is None:
+        raise ValueError("the bucket lane needs the rank's partition (keep_partitions)")
     # The final buckets (roofline and KV-stall stages relabel segments), split where the
     # bucket or the family under it changes.
-    bounds, winner, bucket = att.partition.bounds, att.partition.winner, att.segment_bucket
+    bounds, winner, bucket = partition.bounds, partition.family, partition.bucket
+    families = partition.families
     if not len(winner):
         return Slices(track, bounds[:0], bounds[:0], [], "bucket")
     change = (np.diff(winner) != 0) | (np.diff(bucket) != 0)
@@ -152,13 +161,13 @@ def _bucket_lane(state: RankState, track: Track) -> Slices:
     levels = winner[first].tolist()
     names = [BUCKETS[b] for b in bucket[first].tolist()]
     args: list[Mapping[str, Arg] | None] = [
-        {"family": LEVELS[w] if w >= 0 else "none"} for w in levels
+        {"family": families[w] if w >= 0 else "none"} for w in levels
     ]
     return Slices(track, bounds[first], bounds[last], names, "bucket", args)
 
 
-def _step_lane(state: RankState, track: Track) -> Slices:
-    steps = state.steps or ()
+def _step_lane(result: RankResult, track: Track) -> Slices:
+    steps = result.steps
     start = np.array([s.start_ns for s in steps], dtype=np.int64)
     order, end = nest(start, start + np.array([s.dur_ns for s in steps], dtype=np.int64))
     rows = [steps[i] for i in order.tolist()]

@@ -1,9 +1,10 @@
-"""The stage loop: per-rank stages in order, the invariant checked after each, then the run.
+"""The per-rank stages, in order, and the loop that runs them with the invariant checked after each.
 
 A stage is a plain function ``RankState -> RankState`` that returns a new state and never
 mutates its input. Callers choose the stage list; ``run_stages`` is the one loop that runs it.
-Every rank of a run is analysed over the run's common window (``analyzers.run.window``), which
-``rank_states`` sets on each state.
+The driver (``analyzers.engine.driver``) sets on each state what the run settled before any
+stage ran: the rank's identity, the device peaks (``facts.spec``) and the run's common
+window (``analyzers.run.window``).
 """
 
 from __future__ import annotations
@@ -11,32 +12,26 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 
-from analyzers.rank.attribute import Attribution, attribute, own_window
+from analyzers.rank.attribute import Attribution, attribute
 from analyzers.rank.classify import (
     classify_events,
     route_moe_host_ops,
 )
-from analyzers.rank.digest import RankDigest, RunInfo, digest
 from analyzers.rank.kv_stall import kv_stall
-from analyzers.rank.rank_result import rank_result
 from analyzers.rank.roofline_stage import roofline, step_windows
 from analyzers.rank.step_annotations import StepRow, find_steps
-from analyzers.read.loader import Progress
-from analyzers.read.run_facts import RunFacts, run_facts
-from analyzers.run.assemble import merge
-from analyzers.run.window import Window, common_window
+from analyzers.read.run_facts import RunFacts
+from analyzers.run.window import Window
 from tracekit.core.analysis import (
-    Analysis,
     RankKv,
     RankRoofline,
 )
 from tracekit.core.buckets import BUCKETS
 from tracekit.core.errors import TracekitError
-from tracekit.core.trace_model import NameTable, RankTrace, Trace
+from tracekit.core.trace_model import NameTable, RankTrace
 
 
 @dataclass(frozen=True)
@@ -138,54 +133,3 @@ def run_stages(
         if timings is not None:
             timings.append((stage.__name__, (time.perf_counter() - start) * 1e3))
     return state
-
-
-def analyze(
-    path: str | Path,
-    progress: Progress | None = None,
-    stages: Sequence[Stage] = RANK_STAGES,
-    jobs: int | None = None,
-) -> Analysis:
-    """``jobs``: ranks analysed at once in worker processes (None: one per core, capped by
-    the files; 1: here). Whatever it is, the Analysis is the same."""
-    from analyzers.engine.rank_pool import analyze_pooled
-
-    return analyze_pooled(path, progress, stages, jobs)
-
-
-def rank_states(trace: Trace, facts: RunFacts | None = None) -> list[RankState]:
-    """Each rank's initial state, over the run's common window; ``facts`` defaults to what
-    the trace's run directory says."""
-    facts = facts if facts is not None else run_facts(trace)
-    window = common_window(
-        [own_window(r.events, classify_events(r.events, trace.names)) for r in trace.ranks]
-    )
-    return [RankState(r, trace.names, facts=facts, window=window) for r in trace.ranks]
-
-
-def analyze_trace(
-    trace: Trace, stages: Sequence[Stage] = RANK_STAGES, facts: RunFacts | None = None
-) -> Analysis:
-    from analyzers.engine import stage_log
-
-    facts = facts if facts is not None else run_facts(trace)
-    states = []
-    for state in rank_states(trace, facts):
-        timings: list[tuple[str, float]] = []
-        states.append(run_stages(state, stages, timings))
-        stats = stage_log.FileStats(
-            Path(state.trace.path).name, 0, 0.0, len(state.trace.events), tuple(timings)
-        )
-        stage_log.log_rank(state.trace.id.label, stats)
-    with stage_log.timed("run-level reports"):
-        return assemble(trace, states, facts)
-
-
-def assemble(trace: Trace, states: Sequence[RankState], facts: RunFacts) -> Analysis:
-    """The run-level Analysis from ranks whose stages have run (shared with the exporter)."""
-    return merge(RunInfo.of(trace), [rank_digest(s, facts) for s in states], facts)
-
-
-def rank_digest(state: RankState, facts: RunFacts | None) -> RankDigest:
-    """A rank whose stages have run, in the compact form the run-level reports read."""
-    return digest(state, rank_result(state), facts)
