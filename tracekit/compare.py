@@ -15,35 +15,22 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from itertools import pairwise
 from pathlib import Path
-from statistics import median
 from typing import Final, Literal
 
 import msgspec
 
+from analyzers.run.throughput import BASIS_TEXT, Throughput, throughput
 from tracekit.compare_engine import engine_difference
 from tracekit.compare_runs import label, run_names, run_warnings, same_run_warnings
-from tracekit.core import rundir
 from tracekit.core.analysis import Analysis, EngineWarning
 from tracekit.core.buckets import BUCKET_PHRASE, BUCKETS, COMPUTE, HBM, IDLE
 from tracekit.core.errors import TracekitError
+from tracekit.core.regime_table import MIN_DELTA
 from tracekit.core.version import __version__
 
 COMPARE_SCHEMA_VERSION: Final = 1
-#: A bucket must differ by at least this share to explain a gap (else "no bucket stands out").
-MIN_DELTA: Final = 0.01
-#: An engine step gap over this many median steps is idle time or capture overhead.
-IDLE_GAP: Final = 10
 #: Model fields that must match for runs to count as the same workload (the name may not).
 MODEL_KEYS: Final = ("architecture", "layers", "hidden_size", "heads", "kv_heads", "experts")
-
-Basis = Literal["engine", "profile"]
-BASIS_TEXT: Final[dict[str, str]] = {
-    "engine": "engine steps/: decode tokens over busy engine time per engine, summed over "
-    "engines (a step lasts until the next; a gap over 10× the median step counts as one "
-    "median step: idle or capture overhead)",
-    "profile": "profiled step annotations: generation tokens over summed step time per DP "
-    "replica, summed over replicas (excludes time between steps)",
-}
 
 
 class Layout(msgspec.Struct, frozen=True):
@@ -71,16 +58,6 @@ class Layout(msgspec.Struct, frozen=True):
         degrees = {"TP": self.tp or 1, "DP": self.dp or 1, "PP": self.pp or 1}
         top = max(degrees.values())
         return "single" if top == 1 else next(k for k, v in degrees.items() if v == top)
-
-
-class Throughput(msgspec.Struct, frozen=True):
-    basis: Basis
-    tokens: int  # generated (decode) tokens
-    processed_tokens: int  # prefill + decode tokens
-    busy_ns: int  # the longest engine's / replica's busy time (the rates are per engine)
-    excluded_ns: int  # idle gaps and capture overhead left out (engine basis)
-    tokens_per_s: float
-    tokens_per_s_per_device: float
 
 
 class RunRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -185,7 +162,7 @@ def row(name: str, a: Analysis) -> RunRow:
         device_kind=_device_kind(a),
         ranks=len(a.ranks),
         status=(a.manifest or {}).get("status"),
-        throughput=_throughput(a, devices),
+        throughput=throughput(a, devices),
         decode_p50_ns=latency.p50_ns if latency else None,
         decode_p90_ns=latency.p90_ns if latency else None,
         latency_steps=latency.kind if latency else None,
@@ -225,37 +202,6 @@ def _device_kind(a: Analysis) -> str:
         return "gpu"
     cpu = ((a.manifest or {}).get("hardware") or {}).get("cpu_model")
     return f"cpu ({cpu})" if cpu else "cpu"
-
-
-def _throughput(a: Analysis, devices: int) -> Throughput | None:
-    """Per engine (or DP replica): decode tokens over its busy time; the rates add up."""
-    records = rundir.read_steps(Path(a.run_dir)) if a.run_dir and Path(a.run_dir).is_dir() else []
-    streams: dict[int | None, list[tuple[int, int, int]]] = {}  # decode, prefill tokens, ns
-    basis: Basis = "engine" if any(r.decode_tokens for r in records) else "profile"
-    if basis == "engine":
-        for engine in sorted({r.engine for r in records}):
-            recs = [r for r in records if r.engine == engine]
-            gaps = [y.ts_ns - x.ts_ns for x, y in pairwise(recs)]
-            durs = [*gaps, int(median(gaps)) if gaps else 0]  # the last step: a median step
-            paired = zip(recs, durs, strict=True)
-            streams[engine] = [(r.decode_tokens, r.prefill_tokens, d) for r, d in paired]
-    for rank in a.ranks if basis == "profile" else ():  # TP / PP ranks repeat the steps
-        if rank.steps:
-            got = [(s.generation_tokens, s.context_tokens, s.dur_ns) for s in rank.steps]
-            streams.setdefault(rank.identity.dp, got)
-    tokens = processed = busy_ns = excluded = 0
-    per_s = 0.0
-    for rows in streams.values():
-        cap = IDLE_GAP * int(median(d for *_, d in rows)) if basis == "engine" else None
-        busy = sum(d if cap is None or d <= cap else cap // IDLE_GAP for *_, d in rows)  # median
-        excluded += sum(d for *_, d in rows) - busy
-        gen = sum(t for t, _, _ in rows)
-        tokens, processed = tokens + gen, processed + gen + sum(p for _, p, _ in rows)
-        busy_ns = max(busy_ns, busy)
-        per_s += gen / busy * 1e9 if busy else 0.0
-    if not tokens or not per_s:
-        return None
-    return Throughput(basis, tokens, processed, busy_ns, excluded, per_s, per_s / devices)
 
 
 def _workload_warnings(rows: list[RunRow], analyses: list[Analysis]) -> list[str]:

@@ -6,7 +6,6 @@ its decode throughput."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from itertools import pairwise
 from pathlib import Path
 from statistics import median
 from typing import Any
@@ -17,8 +16,8 @@ from analyzers.planning.presets import ModelSpec, Workload
 from analyzers.planning.step_cost import ModelConfig, Shard
 from analyzers.read.run_facts import RunFacts, manifest_facts
 from analyzers.read.vllm_log import LogRecord
-from tracekit.compare import IDLE_GAP
-from tracekit.compare import row as compare_row
+from analyzers.run.engine_timeline import busy_durations
+from analyzers.run.throughput import throughput
 from tracekit.core import rundir
 from tracekit.core.analysis import Analysis
 from tracekit.core.errors import TracekitError
@@ -62,7 +61,7 @@ def measure(path: Path, jobs: int | None) -> Run:
     name = Path(str((manifest.get("model") or {}).get("name") or "model")).name
     spec = ModelSpec(name, model, facts.kv_dtype_bytes or model.dtype_bytes, f"manifest of {path}")
     label = path.resolve().name or str(path)
-    measured = compare_row(label, a).throughput
+    measured = throughput(a, 1)  # the run's rate (the per-device split is not used)
     if measured is None or not records:
         raise TracekitError(path, "no steps/ records with decode tokens: no throughput to fit")
     engines = _engine_steps(records)
@@ -72,15 +71,15 @@ def measure(path: Path, jobs: int | None) -> Run:
 
 
 def _engine_steps(records: list[rundir.StepRecord]) -> dict[int, list[tuple[Any, int]]]:
-    """Each engine's records with their lengths, as ``tracekit compare`` counts busy time."""
-    out = {}
+    """Each engine's records with their busy lengths (``engine_timeline.busy_durations``)."""
+    busy = busy_durations(records)
+    out: dict[int, list[tuple[Any, int]]] = {}
     for engine in sorted({r.engine for r in records}):
-        recs = [r for r in records if r.engine == engine]
-        gaps = [y.ts_ns - x.ts_ns for x, y in pairwise(recs)]
-        mid = int(median(gaps)) if gaps else 0
-        out[engine] = [
-            (r, d if d <= IDLE_GAP * mid else mid) for r, d in zip(recs, [*gaps, mid], strict=True)
-        ]
+        rows = sorted(
+            (i for i, r in enumerate(records) if r.engine == engine),
+            key=lambda i: records[i].ts_ns,
+        )
+        out[engine] = [(records[i], int(busy[i])) for i in rows]
     return out
 
 

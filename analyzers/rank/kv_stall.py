@@ -46,11 +46,11 @@ from analyzers.read.run_config import Limits, binding_limit, capped_by_seqs
 from analyzers.read.run_facts import RunFacts
 from analyzers.read.vllm_log import SOURCE as LOG_SOURCE
 from analyzers.read.vllm_log import LogRecord
-from analyzers.run.engine_timeline import KV_FULL, step_durations
+from analyzers.run.engine_timeline import step_durations
 from analyzers.run.step_flags import flag_steps
 from tracekit.core.analysis import KvReport, RankKv, RankResult
 from tracekit.core.buckets import COMPUTE, HBM, HOST, IDLE, KV_STALL, MOE_ROUTING
-from tracekit.core.run_context import OUTLIER_FACTOR
+from tracekit.core.regime_table import KV_FULL, OUTLIER_FACTOR
 from tracekit.core.rundir import StepRecord
 from tracekit.core.trace_model import Events, RankId
 

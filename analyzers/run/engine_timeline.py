@@ -20,9 +20,9 @@ import numpy as np
 from analyzers.read.vllm_log import SOURCE, LogRecord
 from analyzers.run.step_flags import flag_steps
 from tracekit.core.analysis import EngineStats, TimelinePoint
+from tracekit.core.regime_table import IDLE_GAP, KV_FULL
 from tracekit.core.rundir import StepRecord
 
-KV_FULL: Final = 0.90  # KV-cache usage at or above this counts as full
 TIMELINE_POINTS: Final = 48
 
 
@@ -69,17 +69,34 @@ def engine_stats(records: Sequence[StepRecord]) -> EngineStats | None:
 
 
 def step_durations(records: Sequence[StepRecord]) -> np.ndarray:
-    """Per record: until the same engine's next step; its last step lasts the median gap."""
+    """Per record: until the same engine's next step; its last step lasts the median gap.
+
+    The one step-duration rule: engine figures, KV stalls, throughput and calibration use it."""
+    return _durations(records)[0]
+
+
+def busy_durations(records: Sequence[StepRecord]) -> np.ndarray:
+    """``step_durations`` with every gap over ``IDLE_GAP`` × its engine's median gap counted
+    as one median gap (idle time or capture overhead, not engine work)."""
+    dur, median = _durations(records)
+    return np.where(dur <= IDLE_GAP * median, dur, median)
+
+
+def _durations(records: Sequence[StepRecord]) -> tuple[np.ndarray, np.ndarray]:
+    """Per record: its duration, and its engine's median gap."""
     ts = np.array([r.ts_ns for r in records], dtype=np.int64)
     engine = np.array([r.engine for r in records], dtype=np.int64)
     dur = np.zeros(len(ts), dtype=np.int64)
+    median = np.zeros(len(ts), dtype=np.int64)
     for eng in np.unique(engine):
         rows = np.flatnonzero(engine == eng)
         rows = rows[np.argsort(ts[rows], kind="stable")]
         gaps = np.diff(ts[rows])
+        mid = int(np.median(gaps)) if len(gaps) else 0
         dur[rows[:-1]] = gaps
-        dur[rows[-1]] = int(np.median(gaps)) if len(gaps) else 0
-    return dur
+        dur[rows[-1]] = mid
+        median[rows] = mid
+    return dur, median
 
 
 def _timeline(

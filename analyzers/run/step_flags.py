@@ -28,7 +28,8 @@ import numpy as np
 import numpy.typing as npt
 
 from analyzers.read.vllm_log import LogRecord
-from tracekit.core.run_context import OUTLIER_FACTOR, FlaggedStep, StepExclusions
+from tracekit.core.regime_table import OUTLIER_FACTOR
+from tracekit.core.run_context import FlaggedStep, StepExclusions
 from tracekit.core.rundir import StepRecord
 
 LISTED: Final = 8  # flagged steps listed in the Analysis (the longest first)

@@ -29,6 +29,8 @@ from tracekit.core.regime_table import (
     CPU_BF16,
     CPU_EAGER,
     GRAPHS_OFF,
+    HOST_EVIDENCE,
+    IDLE_EVIDENCE,
     KV_SIGNAL,
     NOT_ASSESSED_CAPACITY,
     REGIME_RULES,
@@ -117,15 +119,15 @@ def verdict(
             f"; running batch peak {engine.running_max}; requests waiting "
             f"{engine.waiting_share:.0%} of the time; {preemptions} (whole run, {engine.source})"
         )
-    if share[IDLE] > 0.3:
+    if share[IDLE] > IDLE_EVIDENCE:
         evidence.append(
             f"device idle with no traced host activity: {share[IDLE]:.1%} of the "
             "window (waiting for requests, or untraced work)"
         )
-    if best.name != "host-bound" and share[HOST] > 0.1:
+    if best.name != "host-bound" and share[HOST] > HOST_EVIDENCE:
         evidence.append(f"host overhead: {share[HOST]:.1%} of the window (trace buckets)")
     added = rep.context.overhead.added_share.value if rep.context else None
-    if added and share[HOST] > 0.1:
+    if added and share[HOST] > HOST_EVIDENCE:
         evidence.append(
             f"profiler overhead: ≈{added:.0%} of the profiled window's step time is the "
             "profiler's own cost, counted under host (profiled vs unprofiled steps of the same "

@@ -6,24 +6,22 @@ the profile). Every rank of a run is therefore analysed over the **common window
 latest own-window start to the earliest own-window end across ranks (a rank's own window:
 ``analyzers.rank.attribute.own_window``). Each rank keeps its own window next to the analysed one
 (``RankResult.own_window_start_ns`` / ``own_window_ns``), and the run warns when a rank's own
-window is longer than the common one by more than ``TOLERANCE`` of it. Where the own windows
-do not overlap at all there is no common window: each rank is analysed over its own, and the
-run says so. A run of one rank is analysed over its own window.
+window is longer than the common one by more than ``WINDOW_TOLERANCE`` of it (the regime
+table). Where the own windows do not overlap at all there is no common window: each rank is
+analysed over its own, and the run says so. A run of one rank is analysed over its own window.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Final
 
 from tracekit.core.analysis import RankResult
+from tracekit.core.regime_table import COMPILE_SHARE, WINDOW_TOLERANCE
 
 Window = tuple[int, int]  # [start, end) in ns
 
 #: an own window longer than the common one by more than this share of it is a warning
-TOLERANCE: Final = 0.05
 #: share of a rank's window spent compiling (torch.compile / dynamo) above which a run says so
-COMPILE_SHARE: Final = 0.01
 
 
 def common_window(own: Sequence[Window]) -> Window | None:
@@ -59,14 +57,14 @@ def window_warnings(ranks: Sequence[RankResult]) -> list[str]:
     wide = [
         f"{r.label} {_ms(e - s)} ms ({_ms(lo - s)} ms before it, {_ms(e - hi)} ms after)"
         for r, (s, e) in zip(ranks, own, strict=True)
-        if (e - s) - (hi - lo) > TOLERANCE * (hi - lo)
+        if (e - s) - (hi - lo) > WINDOW_TOLERANCE * (hi - lo)
     ]
     if not wide:
         return []
     return [
         f"ranks were profiled over different windows: every rank is analysed over the common "
         f"window ({_ms(hi - lo)} ms, in which all were profiled); own windows more than "
-        f"{TOLERANCE:.0%} longer: " + ", ".join(wide)
+        f"{WINDOW_TOLERANCE:.0%} longer: " + ", ".join(wide)
     ]
 
 

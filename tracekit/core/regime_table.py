@@ -20,6 +20,10 @@ preemption recompute) is reported with the capacity evidence.
 | host-bound           | host         | 0.30                        |
 | capacity-bound       | KV full + waiting (steps/) | 0.20          |
 
+The evidence and the figures use the thresholds defined below the table, too (``KV_FULL``,
+``IDLE_EVIDENCE``, ``HOST_EVIDENCE``, ``OUTLIER_FACTOR``, ``IDLE_GAP``, ``WINDOW_TOLERANCE``,
+``COMPILE_SHARE``, ``MIN_DELTA``): no threshold lives anywhere else.
+
 Advice is per device: ``advice`` holds the GPU levers, ``cpu_advice`` the CPU ones (vLLM on
 CPU: thread binding, ``VLLM_CPU_KVCACHE_SPACE``, bf16 only with AVX512-BF16 / AMX, oneDNN,
 batch size, TP within a socket). CUDA graphs are advised only when a GPU run had them off
@@ -45,9 +49,29 @@ class RegimeRule:
     cpu_advice: tuple[str, ...] = ()  # CPU runs
 
 
+#: The other thresholds a run's figures use; with the rules below, every threshold is here.
+#: KV-cache usage at or above this share of the blocks counts as full (the capacity signal).
+KV_FULL: Final = 0.90
+#: The verdict cites idle time when the device is idle over this share of the window.
+IDLE_EVIDENCE: Final = 0.30
+#: The verdict cites host overhead (and the profiler's share of it) above this share.
+HOST_EVIDENCE: Final = 0.10
+#: A step lasting over this many times its engine's median step is an outlier (left out of
+#: step means; a cold first step always is).
+OUTLIER_FACTOR: Final = 10.0
+#: An engine step gap over this many median gaps is idle time or capture overhead: throughput
+#: counts it as one median gap.
+IDLE_GAP: Final = 10
+#: A rank profiled over a window this much longer than the run's common one is named.
+WINDOW_TOLERANCE: Final = 0.05
+#: Compilation inside the profiled window is a warning above this share of it.
+COMPILE_SHARE: Final = 0.01
+#: A bucket must differ by at least this share between compared runs to explain their gap.
+MIN_DELTA: Final = 0.01
+
 KV_SIGNAL: Final = (
-    "KV cache full (≥90% of blocks, or too few free for one more running-size sequence) "
-    "while requests wait"
+    f"KV cache full (≥{KV_FULL:.0%} of blocks, or too few free for one more running-size "
+    "sequence) while requests wait"
 )
 
 

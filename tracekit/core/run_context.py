@@ -9,13 +9,9 @@ advice reads.
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Literal
 
 import msgspec
-
-#: a step longer than this × its engine's (or window's) median step is a long gap, left out
-#: of means (``analyzers.run.step_flags``)
-OUTLIER_FACTOR: Final = 10.0
 
 
 class Figure(msgspec.Struct, frozen=True, kw_only=True):

@@ -19,7 +19,7 @@ from tracekit.core.analysis import (
     RankResult,
 )
 from tracekit.core.buckets import BUCKETS, COLLECTIVE
-from tracekit.core.run_context import OUTLIER_FACTOR
+from tracekit.core.regime_table import OUTLIER_FACTOR
 from tracekit.render import bullets, caption_left, fit, middle, ms, rank_labels, text_console
 from tracekit.render.context import TITLE, context_lines
 from tracekit.render.engine_said import TITLE as ENGINE_TITLE
