@@ -33,7 +33,8 @@ from collectors import machine, peaks
 from collectors.settings import META, RAW_TRACES, Settings
 from tracekit.core import rundir
 from tracekit.core.errors import TracekitError
-from tracekit.core.rundir import Layout, Manifest, RankEntry
+from tracekit.core.layout import Layout
+from tracekit.core.rundir import Manifest, RankEntry
 
 log = logging.getLogger(__name__)
 _TIMESTAMPED = re.compile(r"^(?P<name>.+?)\.\d{6,}\.pt\.trace\.json(?P<gz>\.gz)?$")

@@ -25,12 +25,11 @@ A command runs a layout in two ways, both applied where they can be:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 from tracekit.core.errors import TracekitError
-from tracekit.core.rundir import Layout as ManifestLayout
+from tracekit.core.layout import Layout
 
 KEYS: Final = ("tp", "pp", "dp")
 #: vLLM's option per degree (canonical spelling first).
@@ -45,36 +44,6 @@ EP_OFF: Final = "--no-enable-expert-parallel"
 ENGINE_COMMANDS: Final = ("serve", "run-batch")
 ENGINE_BENCHES: Final = ("latency", "throughput", "startup")
 _SEPARATORS = re.compile(r"[,;]")
-
-
-@dataclass(frozen=True)
-class Layout:
-    tp: int = 1
-    pp: int = 1
-    dp: int = 1
-    ep: bool = False
-
-    @property
-    def label(self) -> str:
-        """Canonical spec, also the run's folder name: ``tp=2+pp=2``; ``tp=1`` for one device."""
-        parts = [f"{k}={getattr(self, k)}" for k in KEYS if getattr(self, k) != 1]
-        parts += ["ep"] if self.ep else []
-        return "+".join(parts) or "tp=1"
-
-    @property
-    def devices(self) -> int:
-        return self.tp * self.pp * self.dp
-
-    def degree(self, key: str) -> int:
-        value = getattr(self, key)
-        assert isinstance(value, int)
-        return value
-
-    def manifest(self) -> ManifestLayout:
-        """What a capture of this layout should report in its manifest."""
-        return ManifestLayout(
-            dp=self.dp, tp=self.tp, pp=self.pp, ep=self.tp * self.dp if self.ep else 1
-        )
 
 
 def parse_layout(item: str) -> Layout:
@@ -104,7 +73,11 @@ def parse_layout(item: str) -> Layout:
             ep = int(value)
         else:
             degrees[key] = int(value)
-    layout = Layout(**degrees, ep=ep is not None)
+    layout = Layout.of(**degrees, experts=ep is not None)
+    if ep is not None and layout.tp * layout.dp == 1:
+        raise TracekitError(
+            None, f"layout {text!r}: expert parallelism needs tp × dp > 1 (vLLM's EP size)"
+        )
     if ep and ep != layout.tp * layout.dp:
         raise TracekitError(
             None,
@@ -120,7 +93,7 @@ def parse_layouts(spec: str) -> list[Layout]:
     seen: set[Layout] = set()
     for layout in layouts:
         if layout in seen:
-            raise TracekitError(None, f"layout {layout.label} is given twice in --layouts")
+            raise TracekitError(None, f"layout {layout.spec} is given twice in --layouts")
         seen.add(layout)
     return layouts
 
@@ -168,24 +141,24 @@ def rewrite_argv(argv: list[str], layout: Layout) -> list[str]:
             if value is None:
                 if i + 1 >= len(argv):
                     raise TracekitError(None, f"{token} has no value in the command")
-                out += [token, str(layout.degree(key))]
+                out += [token, str(getattr(layout, key))]
                 i += 2
                 continue
-            out.append(f"{token.partition('=')[0]}={layout.degree(key)}")
+            out.append(f"{token.partition('=')[0]}={getattr(layout, key)}")
         elif name in (*EP_ON, EP_OFF) and value is None:
-            if layout.ep and not ep_on:  # once; "--no-…" turns into "--enable-…"
+            if layout.experts and not ep_on:  # once; "--no-…" turns into "--enable-…"
                 out.append(token if name in EP_ON else EP_ON[0])
                 ep_on = True
-            elif not layout.ep and name == EP_OFF:
+            elif not layout.experts and name == EP_OFF:
                 out.append(token)
         else:
             out.append(token)
         i += 1
     if engine_command(argv) is not None:
         for key in KEYS:
-            if key not in present and layout.degree(key) != 1:
-                out += [OPTIONS[key][0], str(layout.degree(key))]
-        if layout.ep and not ep_on:
+            if key not in present and getattr(layout, key) != 1:
+                out += [OPTIONS[key][0], str(getattr(layout, key))]
+        if layout.experts and not ep_on:
             out.append(EP_ON[0])
     return out
 

@@ -75,11 +75,11 @@ def _install_engine_args_hook(settings: Settings) -> None:
 
     def create_engine_config(self: Any, *args: Any, **kwargs: Any) -> Any:
         if layout is not None:
-            log.info("tracekit: layout %s set on vLLM's engine arguments", layout.label)
+            log.info("tracekit: layout %s set on vLLM's engine arguments", layout.spec)
             self.tensor_parallel_size = layout.tp
             self.pipeline_parallel_size = layout.pp
             self.data_parallel_size = layout.dp
-            self.enable_expert_parallel = layout.ep
+            self.enable_expert_parallel = layout.experts
         if settings.mode == "full":
             _set_profiler_config(self, settings)
         return original(self, *args, **kwargs)

@@ -17,7 +17,8 @@ import pytest
 from click.testing import CliRunner
 
 from analyzers.planning.calibration import calibrate
-from analyzers.planning.plan import Layout, predict
+from analyzers.planning.plan import predict
+from tracekit.core.layout import Layout
 from tests.conftest import REPO, SAMPLE_TP2
 from tests.peak_records import with_peaks
 from tracekit.cli_plan import plan_command
@@ -60,7 +61,7 @@ def test_fit_on_a_real_tp2_capture(samples: dict[str, Path]) -> None:
         "allreduce_latency", "step_overhead", "schedule_overhead", "kv_cache_bytes",
     }  # fmt: skip
     (run,) = cal.runs
-    assert (run.name, run.layout, run.devices) == ("vllm_cpu_tp2", "DP1×TP2×PP1", 2)
+    assert (run.name, run.layout, run.devices) == ("vllm_cpu_tp2", "TP=2", 2)
     # steps/: 415 decode tokens/s over busy time (the sample of 2026-12-07); the fitted model
     # predicts its own run within 4% (the prefill steps and tails of rounds are not the
     # steady-state round the model times)
@@ -76,7 +77,7 @@ def test_runs_of_one_deployment_pool_and_others_are_refused(samples: dict[str, P
         calibrate([samples["vllm_cpu_tp2"], samples["vllm_cpu_moe_tp2"]], jobs=1)
     tp2, pp2 = samples["vllm_cpu_tp2"], samples["vllm_cpu_pp2"]
     both = calibrate([tp2, pp2], jobs=1)
-    assert [r.layout for r in both.runs] == ["DP1×TP2×PP1", "DP1×TP1×PP2"]
+    assert [r.layout for r in both.runs] == ["TP=2", "PP=2"]
     assert "vllm_cpu_tp2, vllm_cpu_pp2" in both.evidence["step_overhead"]
     assert both.costs.model_parallel_efficiency == 1.0  # no single-device run among them
     assert both.costs.multiprocess_overhead == 0.0
@@ -93,7 +94,7 @@ def test_runs_of_one_deployment_pool_and_others_are_refused(samples: dict[str, P
 def test_pp2_capture_and_the_plan_it_calibrates(samples: dict[str, Path]) -> None:
     cal = calibrate([samples["vllm_cpu_pp2"]], jobs=1)
     (run,) = cal.runs
-    assert run.layout == "DP1×TP1×PP2" and abs(run.error) <= 0.15
+    assert run.layout == "PP=2" and abs(run.error) <= 0.15
     assert "no TP > 1 run" in cal.evidence["allreduce_latency"]
     # predictions for the layouts not captured carry the fitted costs
     tp1 = predict(cal.model, cal.device, Layout(1, 1, 1), cal.workload, cal.costs)
@@ -118,7 +119,7 @@ def test_cli_calibrate_defaults_to_the_runs(samples: dict[str, Path]) -> None:
     assert data["gpu"] == device and data["gpus"] == 2
     assert data["workload"]["name"] == "96:16:6"
     assert {r["layout"]["name"] for r in data["layouts"]} == {
-        "DP2×TP1×PP1", "DP1×TP2×PP1", "DP1×TP1×PP2"
+        "DP=2", "TP=2", "PP=2"
     }  # fmt: skip
     cal = data["calibration"]
     assert cal["device"] == device and cal["costs"]["kv_cache_bytes"] == 2**30

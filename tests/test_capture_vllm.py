@@ -26,6 +26,7 @@ from tests.vllm_backend import (
 )
 from tracekit.core import rundir
 from tracekit.core.analysis import Analysis
+from tracekit.core.layout import Layout
 
 pytestmark = [*NEEDS_VLLM]
 WORKLOADS = REPO / "sample_traces" / "workloads"
@@ -107,7 +108,7 @@ def test_tp1_script(runs: Path) -> None:
     run = _run(runs, "tp1", "--eager")
     manifest = rundir.read_manifest(run)
     assert (manifest.status, manifest.exit_code) == ("complete", 0)
-    assert manifest.layout == rundir.Layout(dp=1, tp=1, pp=1, ep=1)
+    assert manifest.layout == Layout(dp=1, tp=1, pp=1, ep=1)
     assert manifest.model is not None
     assert {
         k: manifest.model[k] for k in ("architecture", "layers", "heads", "kv_heads", "head_dim")

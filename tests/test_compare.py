@@ -16,6 +16,7 @@ from tracekit.cli_compare import compare_command
 from tracekit.compare import COMPARE_SCHEMA_VERSION, compare, from_json, to_json
 from tracekit.core import rundir
 from tracekit.core.errors import TracekitError
+from tracekit.core.layout import Layout
 from tracekit.render.compare import render
 
 US = 1_000
@@ -88,7 +89,7 @@ def _run(
         rundir.Manifest(
             tracekit_version="0.1.0",
             status="complete",
-            layout=rundir.Layout(dp=dp, tp=tp),
+            layout=Layout(dp=dp, tp=tp),
             model=MODEL,
             ranks=entries,
         ),
@@ -123,7 +124,7 @@ def test_throughput_ordering_and_shares(sweep: list[Path]) -> None:
     c = compare(sweep)
     assert [r.name for r in c.runs] == ["tp1", "dp2", "tp2"]  # devices, then TP, PP, DP
     assert [r.layout_label for r in c.runs] == ["TP=1", "DP=2", "TP=2"]
-    assert [(r.layout.dp, r.layout.tp, r.layout.source) for r in c.runs] == [
+    assert [(r.layout.dp, r.layout.tp, r.layout_source) for r in c.runs] == [
         (1, 1, "manifest"),
         (2, 1, "manifest"),
         (1, 2, "manifest"),
@@ -239,7 +240,7 @@ def test_plain_trace_folder_uses_profiled_steps_and_rank_identities(
     folder = _run(tmp_path, "folder", TP2, None, tp=2, manifest=False)
     c = compare([sweep[1], folder])
     plain = c.runs[1]
-    assert (plain.layout.dp, plain.layout.tp, plain.layout.pp, plain.layout.source) == (
+    assert (plain.layout.dp, plain.layout.tp, plain.layout.pp, plain.layout_source) == (
         1,
         2,
         1,
@@ -270,9 +271,10 @@ def test_json_round_trip_and_cli(sweep: list[Path]) -> None:
     result = runner.invoke(main, ["compare", "--json", *map(str, sweep)])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
-    assert doc["schema_version"] == COMPARE_SCHEMA_VERSION == 1
+    assert doc["schema_version"] == COMPARE_SCHEMA_VERSION == 2
     assert [r["name"] for r in doc["runs"]] == ["tp1", "dp2", "tp2"]
-    assert doc["runs"][1]["layout"] == {"dp": 2, "tp": 1, "pp": 1, "ep": 1, "source": "manifest"}
+    assert doc["runs"][1]["layout"] == {"dp": 2, "tp": 1, "pp": 1, "ep": 1}
+    assert doc["runs"][1]["layout_source"] == "manifest"
     assert doc["runs"][2]["throughput"]["tokens_per_s_per_device"] == 5000.0
     assert doc["runs"][2]["shares"]["collective"] == 0.3125
     assert doc["findings"][0]["faster"] == "dp2"
@@ -292,7 +294,7 @@ def test_bad_input_is_one_line_exit_2(tmp_path: Path, sweep: list[Path]) -> None
     one = runner.invoke(main, ["compare", str(sweep[0])])
     assert one.exit_code == 2 and "at least two runs" in one.output
     with pytest.raises(TracekitError, match="not a tracekit comparison"):
-        from_json(b'{"schema_version": 1}')
-    newer = to_json(compare(sweep)).replace(b'"schema_version": 1', b'"schema_version": 2')
-    with pytest.raises(TracekitError, match="schema_version 2"):
+        from_json(b'{"schema_version": 2}')
+    newer = to_json(compare(sweep)).replace(b'"schema_version": 2', b'"schema_version": 3')
+    with pytest.raises(TracekitError, match="schema_version 3"):
         from_json(newer)

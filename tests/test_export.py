@@ -27,6 +27,7 @@ from tests.builders import annotation, cpu_op, kernel, runtime, write_trace
 from tests.conftest import SAMPLE_TP2, shared
 from tracekit.cli_export import export_command
 from tracekit.core import rundir
+from tracekit.core.layout import Layout
 from tracekit.core.trace_model import Trace
 from tracekit.export import export
 from tracekit.export.build import BUCKET_LANE, REGIME_LANE, RUN_PROCESS, STEP_LANE
@@ -173,7 +174,7 @@ def _pp_run(tmp_path: Path) -> Path:
     manifest = rundir.Manifest(
         tracekit_version="0.1.0",
         status="complete",
-        layout=rundir.Layout(pp=2),
+        layout=Layout(pp=2),
         ranks=[rundir.RankEntry(f"w{r}.pt.trace.json.gz", rank=r, pp=r) for r in (0, 1)],
     )
     rundir.write_manifest(run, manifest)

@@ -20,6 +20,7 @@ from tracekit.core import rundir
 from tracekit.core.analysis import RankKv, from_json, to_json
 from tracekit.core.buckets import BUCKETS
 from tracekit.core.cpu_probe import RecordedPeaks
+from tracekit.core.layout import Layout
 from tracekit.core.rundir import StepRecord
 
 US = 1_000
@@ -75,7 +76,7 @@ def make_run(
         tracekit_version="0.1.0",
         status="complete",
         started_at=started_at,
-        layout=rundir.Layout(**(layout or {})),
+        layout=Layout(**(layout or {})),
         model=model,
         kv_cache=kv_cache,
         hardware=hardware or {"cpu_model": "Test CPU"},

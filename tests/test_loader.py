@@ -11,6 +11,7 @@ import tracekit
 from tests.builders import cpu_op, write_trace
 from tracekit.core import rundir
 from tracekit.core.errors import TracekitError
+from tracekit.core.layout import Layout
 from tracekit.core.rundir import fields_from_name
 
 OPS = [cpu_op("aten::mm", 0, 10)]
@@ -76,7 +77,7 @@ def test_run_directory_uses_manifest_last(tmp_path: Path) -> None:
         tracekit_version="0.1.0",
         status="interrupted",
         exit_code=130,
-        layout=rundir.Layout(pp=2),
+        layout=Layout(pp=2),
         ranks=[
             rundir.RankEntry("w0.pt.trace.json.gz", rank=0, pp=0),
             rundir.RankEntry("w1.pt.trace.json.gz", rank=1, pp=1),

@@ -34,12 +34,12 @@ def make(model: str, gpu: str, workload: str, gpus: int = 8) -> Plan:
 
 
 def row(p: Plan, dp: int, tp: int, pp: int, ep: bool = False) -> LayoutPlan:
-    return next(r for r in p.layouts if r.layout == Layout(dp, tp, pp, ep))
+    return next(r for r in p.layouts if r.layout == Layout.of(dp, tp, pp, ep))
 
 
 def rank(p: Plan, dp: int, tp: int, pp: int, ep: bool = False) -> int:
     feasible = [r.layout for r in p.layouts if r.feasible]
-    return feasible.index(Layout(dp, tp, pp, ep)) + 1
+    return feasible.index(Layout.of(dp, tp, pp, ep)) + 1
 
 
 # --- the paper's four findings ---------------------------------------------------------------
@@ -123,12 +123,12 @@ def test_finding3_405b_needs_high_degree_tp(workload: str) -> None:
 
 def test_finding4_deepseek_r1_favours_hybrid_ep_and_is_routing_bound() -> None:
     p = make("DeepSeek-R1", "H200", "chat")
-    assert p.best is not None and p.best.layout == Layout(8, 1, 1, ep=True)
+    assert p.best is not None and p.best.layout == Layout.of(8, 1, 1, experts=True)
     assert p.best.regime == "routing-bound"
-    no_ep = [r for r in p.layouts if r.feasible and not r.layout.ep]
+    no_ep = [r for r in p.layouts if r.feasible and not r.layout.experts]
     assert no_ep and all(r.per_device < p.best.per_device / 2 for r in no_ep)
     # without EP, more than one replica does not fit; MLA's latent KV is on every TP rank
-    assert all(not r.feasible for r in p.layouts if r.layout.dp > 1 and not r.layout.ep)
+    assert all(not r.feasible for r in p.layouts if r.layout.dp > 1 and not r.layout.experts)
     assert row(p, 1, 8, 1).max_seqs < row(p, 8, 1, 1, ep=True).max_seqs * 8
 
 
@@ -263,15 +263,15 @@ def test_cli_json_and_config_path(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert data["schema_version"] == 1 and data["gpus"] == 8 and data["gpu"] == "H100 SXM"
-    assert data["best"] == "DP8×TP1×PP1" and data["workload"]["mean_context"] == 1280
+    assert data["best"] == "DP=8" and data["workload"]["mean_context"] == 1280
     first = data["layouts"][0]
     assert first["rank"] == 1 and first["layout"] == {
-        "dp": 8, "tp": 1, "pp": 1, "ep": False, "name": "DP8×TP1×PP1"
+        "dp": 8, "tp": 1, "pp": 1, "ep": 1, "name": "DP=8"
     }  # fmt: skip
     keys = {"weights_gb", "activations_gb", "kv_gb", "max_seqs", "batch", "round_ms"}
     assert keys | {"tokens_per_s", "per_device", "shares", "regime", "scores"} <= set(first)
     text = CliRunner().invoke(cli(), args)
-    assert text.exit_code == 0 and "best per device: DP8×TP1×PP1" in text.output
+    assert text.exit_code == 0 and "best per device: DP=8" in text.output
 
 
 def test_cli_lists_infeasible_layouts_with_the_reason() -> None:
@@ -281,7 +281,7 @@ def test_cli_lists_infeasible_layouts_with_the_reason() -> None:
     bad = [r for r in json.loads(result.output)["layouts"] if not r["feasible"]]
     assert len(bad) == 6 and all(r["rank"] is None and "exceed" in r["reason"] for r in bad)
     text = CliRunner().invoke(cli(), args).output
-    assert "infeasible DP8×TP1×PP1: weights 405.8 GB" in text
+    assert "infeasible DP=8: weights 405.8 GB" in text
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from collectors.sweep_client import CLIENT_LOG, STOP_NOTE
 from tests.test_sweep_cmd import OPTIONS, fake
 from tracekit.cli_sweep import sweep_command
 from tracekit.core import rundir
+from tracekit.core.layout import Layout
 from tracekit.sweep import read_record
 
 __all__ = ["fake"]  # the fixture
@@ -44,7 +45,7 @@ def test_client_drives_each_layout_and_stops_the_server(tmp_path: Path, fake: Pa
         assert (manifest.status, manifest.notes[-1]) == ("complete", STOP_NOTE)
         log = (out / label / rundir.LOGS / CLIENT_LOG).read_text()
         assert log == "client: 24 requests done\n"
-    assert rundir.read_manifest(out / "dp=2").layout == rundir.Layout(dp=2)
+    assert rundir.read_manifest(out / "dp=2").layout == Layout(dp=2)
     assert "tracekit compare: 2 run(s)" in got.stdout
     # resuming keeps both; another client is another sweep
     again = _sweep(out, fake, "tp=1,dp=2", client)

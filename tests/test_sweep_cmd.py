@@ -19,11 +19,12 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from collectors.layout import Layout, engine_command, needs_plugin, parse_layouts, rewrite_argv
+from collectors.layout import engine_command, needs_plugin, parse_layouts, rewrite_argv
 from collectors.settings import ENV_DIR, ENV_LAYOUT, Settings, from_env
 from tracekit.cli_sweep import sweep_command
 from tracekit.core import rundir
 from tracekit.core.errors import TracekitError
+from tracekit.core.layout import Layout
 from tracekit.sweep import SWEEP_FILE, read_record
 
 FAKE = r"""
@@ -31,7 +32,8 @@ import argparse, gzip, json, os, signal, sys, time
 stop = []  # "serve": a server, running until SIGINT (from tracekit sweep --client)
 signal.signal(signal.SIGINT, lambda *_: stop.append(1)) if "serve" in sys.argv else None
 from pathlib import Path
-from collectors.layout import Layout, parse_layout
+from collectors.layout import parse_layout
+from tracekit.core.layout import Layout
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--tensor-parallel-size", "-tp", type=int, default=1)
@@ -39,23 +41,23 @@ parser.add_argument("--pipeline-parallel-size", "-pp", type=int, default=1)
 parser.add_argument("--data-parallel-size", "-dp", type=int, default=1)
 parser.add_argument("--enable-expert-parallel", "-ep", action="store_true")
 a, _ = parser.parse_known_args()
-lay = Layout(a.tensor_parallel_size, a.pipeline_parallel_size, a.data_parallel_size,
-             a.enable_expert_parallel)
+lay = Layout.of(a.data_parallel_size, a.tensor_parallel_size, a.pipeline_parallel_size,
+                a.enable_expert_parallel)
 if os.environ.get("TRACEKIT_LAYOUT"):
     lay = parse_layout(os.environ["TRACEKIT_LAYOUT"])
 if os.environ.get("FAKE_IGNORE"):
     lay = Layout()
-print(f"fake vllm: {lay.label}", flush=True)
-if lay.label in os.environ.get("FAKE_FAIL", "").split(","):
-    print(f"RuntimeError: fake failure under {lay.label}", file=sys.stderr, flush=True)
+print(f"fake vllm: {lay.spec}", flush=True)
+if lay.spec in os.environ.get("FAKE_FAIL", "").split(","):
+    print(f"RuntimeError: fake failure under {lay.spec}", file=sys.stderr, flush=True)
     sys.exit(3)
-if lay.label in os.environ.get("FAKE_INTERRUPT", "").split(","):
+if lay.spec in os.environ.get("FAKE_INTERRUPT", "").split(","):
     signal.signal(signal.SIGINT, lambda *_: sys.exit(130))
     os.kill(os.getppid(), signal.SIGINT)  # the user's Ctrl-C, as tracekit receives it
     time.sleep(60)
     sys.exit(5)
 run = Path(os.environ["TRACEKIT_CAPTURE_DIR"])
-m = lay.manifest()
+m = lay
 (run / "meta" / "engine-0.json").write_text(json.dumps({
     "model": {"architecture": "LlamaForCausalLM", "layers": 2, "heads": 4, "kv_heads": 2},
     "layout": {"dp": m.dp, "tp": m.tp, "pp": m.pp, "ep": m.ep}}))
@@ -112,10 +114,11 @@ def _entries(out: Path) -> dict[str, tuple[str, int | None]]:
 
 
 def test_spec_parsing() -> None:
-    assert [x.label for x in parse_layouts("tp=1,tp=2,pp=2,dp=2")] == LABELS
+    assert [x.spec for x in parse_layouts("tp=1,tp=2,pp=2,dp=2")] == LABELS
     assert parse_layouts(" TP=2 + pp=2 ; tp=4 ") == [Layout(tp=2, pp=2), Layout(tp=4)]
-    assert [x.label for x in parse_layouts("dp=2+tp=2+ep,tp=2+ep=2")] == ["tp=2+dp=2+ep", "tp=2+ep"]
-    assert Layout(tp=2, dp=2, ep=True).manifest() == rundir.Layout(dp=2, tp=2, pp=1, ep=4)
+    assert [x.spec for x in parse_layouts("dp=2+tp=2+ep,tp=2+ep=2")] == ["tp=2+dp=2+ep", "tp=2+ep"]
+    assert parse_layouts("tp=2+dp=2+ep") == [Layout(dp=2, tp=2, pp=1, ep=4)]
+    assert [x.label for x in parse_layouts("tp=2+dp=2+ep")] == ["DP=2 TP=2 EP=4"]
     assert Layout(tp=2, pp=2).devices == 4
 
 
@@ -132,6 +135,7 @@ def test_spec_parsing() -> None:
         ("tp=2,tp=2", "layout tp=2 is given twice"),
         ("tp=1,pp=1", "layout tp=1 is given twice"),
         ("tp=2+ep=4", "expert-parallel size is tp × dp = 2, not 4"),
+        ("pp=2+ep", "expert parallelism needs tp × dp > 1"),
     ],
 )
 def test_spec_errors(spec: str, message: str) -> None:
@@ -238,7 +242,7 @@ def test_sweep_through_the_plugin(tmp_path: Path, fake: Path) -> None:
         assert (entry.status, entry.exit_code, entry.plugin_layout) == ("complete", 0, label)
         assert entry.argv == [sys.executable, str(fake), "--requests", "4"]
         manifest = rundir.read_manifest(out / label)
-        assert manifest.layout == parse_layouts(label)[0].manifest()
+        assert manifest.layout == parse_layouts(label)[0]
         assert manifest.capture["steps"] == 4
     lines = got.stdout.splitlines()
     for label, shown in zip(LABELS, ["TP=1", "TP=2", "PP=2", "DP=2"], strict=True):
@@ -267,7 +271,7 @@ def test_sweep_of_a_vllm_cli_rewrites_argv(tmp_path: Path, fake: Path) -> None:
         "--enable-expert-parallel",
     ]
     assert all(e.plugin_layout is None for e in record.runs.values())
-    assert rundir.read_manifest(out / "tp=2+pp=2+ep").layout == rundir.Layout(tp=2, pp=2, ep=2)
+    assert rundir.read_manifest(out / "tp=2+pp=2+ep").layout == Layout(tp=2, pp=2, ep=2)
 
 
 def test_failed_layout_is_reported_and_the_sweep_goes_on(tmp_path: Path, fake: Path) -> None:

@@ -20,7 +20,8 @@ import pytest
 from click.testing import CliRunner
 
 from analyzers.planning.calibration import calibrate
-from analyzers.planning.plan import Layout, predict
+from analyzers.planning.plan import predict
+from tracekit.core.layout import Layout
 from collectors.layout import parse_layouts
 from tests.conftest import NEEDS_VLLM, REPO, VLLM_ENV, VLLM_PY
 from tracekit import compare
@@ -147,7 +148,7 @@ def _calibrated_on_tp1(tp_sweep: Sweep) -> tuple[dict[str, float], dict[str, flo
     assert tp_sweep.proc.returncode == 0, tp_sweep.proc.stderr[-3000:]
     # this machine's peaks: the probe each capture ran in its vLLM worker (manifest peaks)
     cal = calibrate([tp_sweep.out / "tp=1"], jobs=1)
-    assert [r.layout for r in cal.runs] == ["DP1×TP1×PP1"]
+    assert [r.layout for r in cal.runs] == ["TP=1"]
     assert (cal.workload.prompt, cal.workload.output, cal.workload.concurrency) == (64, 64, 8)
     assert cal.costs.step_overhead > 0 and cal.costs.schedule_overhead > 0
     assert "no TP > 1 run" in cal.evidence["allreduce_latency"]
@@ -223,7 +224,7 @@ def test_plan_calibrated_on_the_whole_sweep(tp_sweep: Sweep) -> None:
     too."""
     assert tp_sweep.proc.returncode == 0, tp_sweep.proc.stderr[-3000:]
     cal = calibrate([tp_sweep.out / n for n in ("tp=1", "tp=2", "pp=2")], jobs=1)
-    assert [r.layout for r in cal.runs] == ["DP1×TP1×PP1", "DP1×TP2×PP1", "DP1×TP1×PP2"]
+    assert [r.layout for r in cal.runs] == ["TP=1", "TP=2", "PP=2"]
     for key in ("allreduce_latency", "model_parallel_efficiency", "multiprocess_overhead"):
         assert "default" not in cal.evidence[key], cal.evidence[key]
     errors = {r.name: r.error for r in cal.runs}

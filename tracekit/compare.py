@@ -25,45 +25,21 @@ from tracekit.compare_runs import label, run_names, run_warnings, same_run_warni
 from tracekit.core.analysis import Analysis, EngineWarning
 from tracekit.core.buckets import BUCKET_PHRASE, BUCKETS, COMPUTE, HBM, IDLE
 from tracekit.core.errors import TracekitError
+from tracekit.core.layout import Layout
 from tracekit.core.regime_table import MIN_DELTA
 from tracekit.core.version import __version__
 
-COMPARE_SCHEMA_VERSION: Final = 1
+#: 2: a run's layout is the core Layout (None where unknown) with ``layout_source`` beside it
+COMPARE_SCHEMA_VERSION: Final = 2
 #: Model fields that must match for runs to count as the same workload (the name may not).
 MODEL_KEYS: Final = ("architecture", "layers", "hidden_size", "heads", "kv_heads", "experts")
-
-
-class Layout(msgspec.Struct, frozen=True):
-    """Parallel degrees; None where neither the manifest nor the rank identities tell."""
-
-    dp: int | None
-    tp: int | None
-    pp: int | None
-    ep: int | None
-    source: Literal["manifest", "ranks"]
-
-    @property
-    def label(self) -> str:
-        """``TP=2``, ``DP=2 TP=2``; ``TP=1`` for one device; ``?`` for unknown degrees."""
-        parts = [
-            f"{k.upper()}={'?' if v is None else v}"
-            for k, v in (("dp", self.dp), ("tp", self.tp), ("pp", self.pp), ("ep", self.ep))
-            if v != 1
-        ]
-        return " ".join(parts) or "TP=1"
-
-    @property
-    def family(self) -> str:
-        """The dominant parallelism (``TP``, ``DP``, ``PP``; ``single`` for one device)."""
-        degrees = {"TP": self.tp or 1, "DP": self.dp or 1, "PP": self.pp or 1}
-        top = max(degrees.values())
-        return "single" if top == 1 else next(k for k, v in degrees.items() if v == top)
 
 
 class RunRow(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     path: str
-    layout: Layout
+    layout: Layout | None  # None where neither the manifest nor the rank identities tell
+    layout_source: Literal["manifest", "ranks"]
     layout_label: str
     devices: int
     device_kind: str
@@ -138,16 +114,20 @@ def build(named: Sequence[tuple[str, Analysis]]) -> Comparison:
 
 
 def sweep_key(r: RunRow) -> tuple[int, int, int, int, int, str]:
-    lay = r.layout
-    return (r.devices, lay.tp or 0, lay.pp or 0, lay.dp or 0, lay.ep or 0, r.name)
+    lay = r.layout or Layout(0, 0, 0, 0)
+    return (r.devices, lay.tp, lay.pp, lay.dp, lay.ep, r.name)
+
+
+def family(r: RunRow) -> str:
+    """The run's dominant parallelism (``Layout.family``; ``?`` where unknown)."""
+    return r.layout.family if r.layout else "?"
 
 
 def row(name: str, a: Analysis) -> RunRow:
-    layout = _layout(a)
-    degrees = (layout.dp, layout.tp, layout.pp)
+    layout, source = _layout(a)
     devices = len(a.ranks)
-    if all(d is not None for d in degrees):
-        devices = max(devices, (layout.dp or 1) * (layout.tp or 1) * (layout.pp or 1))
+    if layout is not None:
+        devices = max(devices, layout.devices)
     devices = max([devices, *(r.identity.world_size or 0 for r in a.ranks)])
     window = sum(r.window_ns for r in a.ranks)
     shares = {k: (sum(r.buckets[k] for r in a.ranks) / window if window else 0.0) for k in BUCKETS}
@@ -157,7 +137,8 @@ def row(name: str, a: Analysis) -> RunRow:
         name=name,
         path=a.run_dir or a.source,
         layout=layout,
-        layout_label=layout.label if any(degrees) else "?",
+        layout_source=source,
+        layout_label=layout.label if layout else "?",
         devices=devices,
         device_kind=_device_kind(a),
         ranks=len(a.ranks),
@@ -173,7 +154,7 @@ def row(name: str, a: Analysis) -> RunRow:
     )
 
 
-def _layout(a: Analysis) -> Layout:
+def _layout(a: Analysis) -> tuple[Layout | None, Literal["manifest", "ranks"]]:
     """The manifest's layout (DP/TP/PP raised where the ranks show more; vLLM names ranks by
     their EP group even without expert parallelism), else the rank identities."""
 
@@ -187,11 +168,13 @@ def _layout(a: Analysis) -> Layout:
         got["ep"] = 1
     manifest = (a.manifest or {}).get("layout")
     if isinstance(manifest, dict):
-        got = {
+        known = {
             k: max(int(manifest.get(k, 1)), (v or 1) if k != "ep" else 1) for k, v in got.items()
         }
-        return Layout(source="manifest", **got)
-    return Layout(source="ranks", **got)
+        return Layout(**known), "manifest"
+    if any(v is None for v in got.values()):
+        return None, "ranks"
+    return Layout(**{k: v or 1 for k, v in got.items()}), "ranks"
 
 
 def _device_kind(a: Analysis) -> str:
@@ -252,13 +235,13 @@ def findings(rows: Sequence[RunRow]) -> list[Finding]:
     contested = [n for n in counts if sum(r.devices == n for r in measured) > 1]
     for lo, hi in pairwise(contested):  # the per-device leader's family changes
         before, after = leaders[lo], leaders[hi]
-        if before.layout.family == after.layout.family:
+        if family(before) == family(after):
             continue
-        same = [r for r in measured if r.devices == hi and r.layout.family == before.layout.family]
+        same = [r for r in measured if r.devices == hi and family(r) == family(before)]
         loser = same[0] if same else before
         head = (
-            f"crossover: {before.layout.family} leads per device at {lo} device(s) "
-            f"({before.layout_label}), {after.layout.family} overtakes at {hi} device(s) "
+            f"crossover: {family(before)} leads per device at {lo} device(s) "
+            f"({before.layout_label}), {family(after)} overtakes at {hi} device(s) "
             f"({after.layout_label}, {_ratio(after, loser)} {loser.layout_label})"
         )
         out.append(_finding("crossover", [lo, hi], after, loser, head))

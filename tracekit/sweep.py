@@ -28,11 +28,12 @@ from typing import TYPE_CHECKING, Any, Literal
 import msgspec
 
 from collectors import capture
-from collectors.layout import Layout, engine_command, needs_plugin, rewrite_argv
+from collectors.layout import engine_command, needs_plugin, rewrite_argv
 from collectors.settings import Settings
 from collectors.sweep_client import Client, mark_complete
 from tracekit.core import rundir
 from tracekit.core.errors import TracekitError
+from tracekit.core.layout import Layout
 
 if TYPE_CHECKING:
     from tracekit.compare import Comparison
@@ -165,7 +166,7 @@ def open_record(options: Options, argv: list[str]) -> SweepRecord:
     if out.exists() and not out.is_dir():
         raise TracekitError(out, "exists and is not a directory")
     record = read_record(out) if out.exists() else None
-    labels = [layout.label for layout in options.layouts]
+    labels = [layout.spec for layout in options.layouts]
     if record is None:
         if out.exists() and any(out.iterdir()):
             raise TracekitError(out, f"is not empty and holds no {SWEEP_FILE}: not a sweep")
@@ -245,7 +246,7 @@ def _analyse(entry: LayoutRun, layout: Layout, run: Path) -> Analysis | None:
         return None
     entry.regime = analysis.regime.name
     got = rundir.read_manifest(run).layout
-    want = layout.manifest()
+    want = layout
     entry.warnings = []
     if got != want:
         entry.warnings = [
@@ -261,7 +262,7 @@ def _run_layout(
 ) -> Analysis | None:
     run = options.out / entry.run
     entry.argv = rewrite_argv(argv, layout)
-    entry.plugin_layout = layout.label if needs_plugin(argv) else None
+    entry.plugin_layout = layout.spec if needs_plugin(argv) else None
     settings = Settings(
         run_dir=run,
         warmup_steps=options.warmup_steps,
@@ -314,9 +315,9 @@ def run(options: Options, argv: list[str], report: Report = lambda _: None) -> S
     analyses: list[tuple[str, Analysis]] = []
     interrupted = False
     for layout in options.layouts:
-        record.runs.setdefault(layout.label, LayoutRun(layout=layout.label, run=layout.label))
+        record.runs.setdefault(layout.spec, LayoutRun(layout=layout.spec, run=layout.spec))
     for index, layout in enumerate(options.layouts, 1):
-        label = layout.label
+        label = layout.spec
         entry = record.runs[label]
         where = f"[{index}/{len(options.layouts)}] {label}"
         if _is_complete(out / entry.run):

@@ -339,7 +339,7 @@ def _fit(run: Run, device: DeviceSpec, costs: Costs) -> RunFit:
     return RunFit(
         name=run.name,
         path=str(run.path),
-        layout=run.layout.name,
+        layout=run.layout.label,
         devices=run.layout.dp * run.layout.tp * run.layout.pp,
         batch=run.batch,
         kernel_efficiency=(pc + ph) / (mc + mh) if mc + mh else None,

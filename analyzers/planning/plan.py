@@ -49,6 +49,7 @@ from analyzers.planning.step_cost import (
 from analyzers.rank.step_annotations import StepRow
 from tracekit.core import buckets as b
 from tracekit.core.hardware import GB, GIB, DeviceSpec
+from tracekit.core.layout import Layout
 from tracekit.core.regime_table import CAPACITY, REGIME_RULES
 
 
@@ -90,18 +91,6 @@ class Costs:
     # KV-cache bytes per device where the engine fixes them (vLLM CPU: VLLM_CPU_KVCACHE_SPACE
     # per rank, read from a run's blocks); None: what the device's memory leaves.
     kv_cache_bytes: float | None = None
-
-
-@dataclass(frozen=True)
-class Layout:
-    dp: int
-    tp: int
-    pp: int
-    ep: bool = False
-
-    @property
-    def name(self) -> str:
-        return f"DP{self.dp}×TP{self.tp}×PP{self.pp}" + ("+EP" if self.ep else "")
 
 
 @dataclass(frozen=True)
@@ -147,7 +136,7 @@ def layouts(gpus: int, moe: bool) -> list[Layout]:
                 dp = gpus // (tp * pp)
                 out.append(Layout(dp, tp, pp))
                 if moe and dp * tp > 1:
-                    out.append(Layout(dp, tp, pp, ep=True))
+                    out.append(Layout.of(dp, tp, pp, experts=True))
     return out
 
 
@@ -197,7 +186,7 @@ def predict(
 ) -> LayoutPlan:
     """One layout's memory, capacity, decode round and regime (the module docstring)."""
     m = spec.config
-    ep = lay.dp * lay.tp if lay.ep else 1
+    ep = lay.ep
     if m.heads % lay.tp:
         return _reject(lay, f"{m.heads} attention heads do not split over TP={lay.tp}")
     if lay.pp > m.layers:

@@ -11,7 +11,6 @@ from statistics import median
 from typing import Any
 
 from analyzers.engine.driver import analyze
-from analyzers.planning.plan import Layout
 from analyzers.planning.presets import ModelSpec, Workload
 from analyzers.planning.step_cost import ModelConfig, Shard
 from analyzers.read.run_facts import RunFacts, manifest_facts
@@ -21,6 +20,7 @@ from analyzers.run.throughput import throughput
 from tracekit.core import rundir
 from tracekit.core.analysis import Analysis
 from tracekit.core.errors import TracekitError
+from tracekit.core.layout import Layout
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ def measure(path: Path, jobs: int | None) -> Run:
         raise TracekitError(path, "no steps/ records with decode tokens: no throughput to fit")
     engines = _engine_steps(records)
     work, batch = _workload(path, engines)
-    layout = Layout(facts.dp, facts.layout.tp, facts.layout.pp, facts.layout.ep > 1)
+    layout = facts.layout
     return Run(label, path, a, spec, layout, facts, work, batch, measured.tokens_per_s, engines)
 
 

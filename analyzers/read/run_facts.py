@@ -23,6 +23,7 @@ from tracekit.core import gpu_identify, rundir
 from tracekit.core.analysis import EngineWarning
 from tracekit.core.cpu_probe import RecordedPeaks
 from tracekit.core.hardware import DeviceSpec
+from tracekit.core.layout import Layout
 from tracekit.core.rundir import StepRecord
 from tracekit.core.trace_model import RankId, Trace
 
@@ -32,8 +33,7 @@ class RunFacts:
     """What the run directory says that the cost model needs (None: not known)."""
 
     model: ModelConfig | None = None
-    layout: Shard = field(default_factory=Shard)
-    dp: int = 1
+    layout: Layout = field(default_factory=Layout)
     block_size: int | None = None
     num_blocks: int | None = None
     kv_dtype_bytes: int | None = None
@@ -43,6 +43,10 @@ class RunFacts:
     limits: Limits = field(default_factory=Limits)  # max_num_seqs / max_num_batched_tokens
     #: vLLM's log lines that change performance (logs/: analyzers.read.engine_warnings)
     engine_warnings: tuple[EngineWarning, ...] = ()
+
+    @property
+    def dp(self) -> int:
+        return self.layout.dp
 
     @property
     def usable_blocks(self) -> int | None:
@@ -141,12 +145,12 @@ def manifest_facts(run_dir: str | None, manifest: dict[str, Any] | None) -> RunF
     kv_dtype = kv.get("dtype")
     return RunFacts(
         model=model,
-        layout=Shard(
+        layout=Layout(
+            dp=int(layout.get("dp") or 1),
             tp=int(layout.get("tp") or 1),
             pp=int(layout.get("pp") or 1),
             ep=int(layout.get("ep") or 1),
         ),
-        dp=int(layout.get("dp") or 1),
         block_size=kv.get("block_size"),
         num_blocks=kv.get("num_blocks"),
         kv_dtype_bytes=None if kv_dtype in (None, "auto") else dtype_bytes(kv_dtype),

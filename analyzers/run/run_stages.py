@@ -141,14 +141,14 @@ def step_stats_stage(s: RunState) -> RunState:
 
 def verdict_stage(s: RunState) -> RunState:
     """The regime verdict from the bucket shares and every report above."""
-    facts, lay = s.facts, s.facts.layout
+    facts = s.facts
     reports = Reports(
         kv=s.kv,
         collectives=s.collectives,
         bubbles=s.bubbles,
         moe=s.moe,
         step_stats=s.step_stats,
-        layout={"dp": facts.dp, "tp": lay.tp, "pp": lay.pp, "ep": lay.ep},
+        layout=facts.layout,
         moe_model=bool(facts.model and facts.model.experts),
         context=s.context,
         dtype=((s.run.manifest or {}).get("model") or {}).get("dtype"),

@@ -24,6 +24,7 @@ from tracekit.core.analysis import (
     StepStats,
 )
 from tracekit.core.buckets import BUCKETS, HOST, IDLE
+from tracekit.core.layout import Layout
 from tracekit.core.regime_table import (
     CAPACITY,
     CPU_BF16,
@@ -51,7 +52,7 @@ class Reports:
     bubbles: Bubbles | None = None
     moe: MoeReport | None = None
     step_stats: Sequence[StepStats] = ()
-    layout: dict[str, int] = field(default_factory=dict)  # dp / tp / pp / ep
+    layout: Layout = field(default_factory=Layout)
     moe_model: bool = False
     context: RunContext | None = None  # device, execution mode, profiler overhead
     dtype: str | None = None  # the model's dtype (manifest)
@@ -238,8 +239,7 @@ def _advice(rule: RegimeRule, rep: Reports) -> list[str]:
         if rule.name in ("compute-bound", "hbm-bound") and rep.dtype == "bfloat16":
             extra.append(CPU_BF16)
         return [*(rule.cpu_advice or rule.advice), *extra]
-    lay = rep.layout
-    dp, tp = lay.get("dp", 1), lay.get("tp", 1)
+    dp, tp = rep.layout.dp, rep.layout.tp
     if rule.name == "host-bound" and run is not None and run.graphs is False:
         extra.append(GRAPHS_OFF.format(source=run.source))
     if rule.name == CAPACITY.name:

@@ -25,6 +25,7 @@ import msgspec
 
 from tracekit.core.cpu_probe import RecordedPeaks
 from tracekit.core.errors import TracekitError
+from tracekit.core.layout import Layout
 
 MANIFEST = "manifest.json"
 TRACES = "traces"
@@ -34,13 +35,6 @@ FORMAT = "tracekit-run"
 FORMAT_VERSION = 1
 
 Status = Literal["running", "complete", "failed", "interrupted", "nothing-recorded"]
-
-
-class Layout(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
-    dp: int = 1
-    tp: int = 1
-    pp: int = 1
-    ep: int = 1
 
 
 class RankEntry(msgspec.Struct, frozen=True, omit_defaults=True):

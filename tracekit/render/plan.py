@@ -6,6 +6,7 @@ import json
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 from rich import box
 from rich.console import Console
 from rich.table import Table
@@ -48,7 +49,7 @@ def to_dict(plan: Plan, calibration: Calibration | None = None) -> dict[str, Any
     rows = []
     for rank, row in enumerate(plan.layouts, 1):
         data = asdict(row)
-        data["layout"] = {**data["layout"], "name": row.layout.name}
+        data["layout"] = {**msgspec.structs.asdict(row.layout), "name": row.layout.label}
         data["rank"] = rank if row.feasible else None
         rows.append(data)
     best = plan.best
@@ -58,7 +59,7 @@ def to_dict(plan: Plan, calibration: Calibration | None = None) -> dict[str, Any
         "gpu": plan.gpu,
         "gpus": plan.gpus,
         "workload": {**asdict(plan.workload), "mean_context": plan.workload.mean_context},
-        "best": best.layout.name if best else None,
+        "best": best.layout.label if best else None,
         "layouts": rows,
         "notes": plan.notes,
         "calibration": calibration_dict(calibration) if calibration else None,
@@ -93,7 +94,7 @@ def render(
         runners = ", ".join(f"{k} {v:.2f}" for k, v in list(best.scores.items())[1:3])
         console.print(
             Text(
-                f"best per device: {best.layout.name}, {best.per_device:,.0f} tok/s per device, "
+                f"best per device: {best.layout.label}, {best.per_device:,.0f} tok/s per device, "
                 f"{best.regime} (scores: {best.scores[best.regime]:.2f}; {runners})",
                 style="bold",
             )
@@ -102,7 +103,7 @@ def render(
         console.print(Text("no feasible layout", style="bold red"))
     for r in plan.layouts:
         if not r.feasible:
-            console.print(Text(f"infeasible {r.layout.name}: {r.reason}"))
+            console.print(Text(f"infeasible {r.layout.label}: {r.reason}"))
     for note in plan.notes:
         console.print(Text(f"note: {note}", style="italic"))
     return buffer.getvalue()
@@ -129,7 +130,7 @@ def _layouts(plan: Plan, dropped: list[str]) -> Table:
             if v >= 0.01
         )  # fmt: skip
         cells = (
-            str(rank), r.layout.name, f"{r.weights_gb:,.1f}", f"{r.activations_gb:.1f}",
+            str(rank), r.layout.label, f"{r.weights_gb:,.1f}", f"{r.activations_gb:.1f}",
             f"{r.kv_gb:,.1f}", f"{r.max_seqs:,}", f"{r.batch:,}", f"{r.round_ms:,.1f}",
             f"{r.tokens_per_s:,.0f}", f"{r.per_device:,.0f}", r.regime, shares,
         )  # fmt: skip
