@@ -7,23 +7,23 @@ on any machine that runs the tests."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 from pathlib import Path
 
 import click
+import msgspec
 import pytest
 from click.testing import CliRunner
 
 from analyzers.planning.calibration import calibrate
 from analyzers.planning.plan import predict
-from tracekit.core.layout import Layout
 from tests.conftest import REPO, SAMPLE_TP2
 from tests.peak_records import with_peaks
 from tracekit.cli_plan import plan_command
 from tracekit.core import rundir
 from tracekit.core.errors import TracekitError
+from tracekit.core.layout import Layout
 
 
 @pytest.fixture
@@ -67,7 +67,7 @@ def test_fit_on_a_real_tp2_capture(samples: dict[str, Path]) -> None:
     # steady-state round the model times)
     assert run.measured_tokens_per_s == pytest.approx(415, rel=0.01)
     assert abs(run.error) <= 0.15 and abs(run.round_error) <= 0.15
-    assert cal.mean_error == cal.max_error == abs(run.error)
+    assert cal.mean_abs_error == cal.max_abs_error == abs(run.error)
 
 
 def test_runs_of_one_deployment_pool_and_others_are_refused(samples: dict[str, Path]) -> None:
@@ -82,12 +82,12 @@ def test_runs_of_one_deployment_pool_and_others_are_refused(samples: dict[str, P
     assert both.costs.model_parallel_efficiency == 1.0  # no single-device run among them
     assert both.costs.multiprocess_overhead == 0.0
     assert "no single-device run" in both.evidence["multiprocess_overhead"]
-    assert both.mean_error == pytest.approx(sum(abs(r.error) for r in both.runs) / 2)
-    assert both.max_error <= 0.3
+    assert both.mean_abs_error == pytest.approx(sum(abs(r.error) for r in both.runs) / 2)
+    assert both.max_abs_error <= 0.3
     once = calibrate([tp2], jobs=1)
     twice = calibrate([tp2, tp2], jobs=1)
     # the same figures, summed over twice the ranks (equal but for float rounding)
-    assert dataclasses.asdict(twice.costs) == pytest.approx(dataclasses.asdict(once.costs))
+    assert msgspec.structs.asdict(twice.costs) == pytest.approx(msgspec.structs.asdict(once.costs))
     assert [r.error for r in twice.runs] == [once.runs[0].error] * 2
 
 
@@ -118,11 +118,11 @@ def test_cli_calibrate_defaults_to_the_runs(samples: dict[str, Path]) -> None:
     device, _ = _probe(samples["vllm_cpu_tp2"])
     assert data["gpu"] == device and data["gpus"] == 2
     assert data["workload"]["name"] == "96:16:6"
-    assert {r["layout"]["name"] for r in data["layouts"]} == {
+    assert {r["label"] for r in data["layouts"]} == {
         "DP=2", "TP=2", "PP=2"
     }  # fmt: skip
     cal = data["calibration"]
-    assert cal["device"] == device and cal["costs"]["kv_cache_bytes"] == 2**30
+    assert cal["device"]["name"] == device and cal["costs"]["kv_cache_bytes"] == 2**30
     (run,) = cal["runs"]
     assert run["name"] == "vllm_cpu_tp2" and abs(run["error"]) == cal["max_abs_error"]
     assert all(r["kv_gb"] == pytest.approx(2**30 / 1e9) for r in data["layouts"])

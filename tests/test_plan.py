@@ -8,23 +8,31 @@ from pathlib import Path
 from typing import Any
 
 import click
+import jsonschema
 import pytest
 from click.testing import CliRunner
 
 from analyzers.planning import presets
 from analyzers.planning.plan import (
-    Costs,
-    Layout,
-    LayoutPlan,
-    Plan,
     layouts,
     plan,
     predict,
     weight_bytes,
 )
 from analyzers.planning.step_cost import Shard, kv_bytes_per_token
+from tests.conftest import REPO
 from tracekit.cli_plan import plan_command
+from tracekit.core.errors import TracekitError
 from tracekit.core.hardware import spec_by_name
+from tracekit.core.layout import Layout
+from tracekit.core.plan_result import (
+    PLAN_SCHEMA_VERSION,
+    Costs,
+    LayoutPlan,
+    Plan,
+    from_json,
+    json_schema,
+)
 
 H100, H200 = spec_by_name("H100"), spec_by_name("H200")
 
@@ -262,12 +270,19 @@ def test_cli_json_and_config_path(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli(), [*args, "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
-    assert data["schema_version"] == 1 and data["gpus"] == 8 and data["gpu"] == "H100 SXM"
-    assert data["best"] == "DP=8" and data["workload"]["mean_context"] == 1280
+    assert data["schema_version"] == PLAN_SCHEMA_VERSION == 2
+    assert data["gpus"] == 8 and data["gpu"] == "H100 SXM"
+    assert data["best"] == "DP=8" and data["mean_context"] == 1280
     first = data["layouts"][0]
-    assert first["rank"] == 1 and first["layout"] == {
-        "dp": 8, "tp": 1, "pp": 1, "ep": 1, "name": "DP=8"
-    }  # fmt: skip
+    assert first["rank"] == 1 and first["label"] == "DP=8"
+    assert first["layout"] == {"dp": 8, "tp": 1, "pp": 1, "ep": 1}
+    back = from_json(result.output.encode(), "plan.json")  # typed, validated on read
+    assert back.layouts[0].layout == Layout(8, 1, 1) and back.best == "DP=8"
+    with pytest.raises(TracekitError, match="plan schema_version 1, expected 2"):
+        from_json(result.output.replace('"schema_version": 2', '"schema_version": 1').encode())
+    schema = json.loads((REPO / "tracekit" / "schema" / "plan.schema.json").read_text())
+    assert schema == json_schema(), "regenerate with: python -m tracekit.core.plan_result"
+    jsonschema.validate(data, schema)
     keys = {"weights_gb", "activations_gb", "kv_gb", "max_seqs", "batch", "round_ms"}
     assert keys | {"tokens_per_s", "per_device", "shares", "regime", "scores"} <= set(first)
     text = CliRunner().invoke(cli(), args)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from analyzers.engine.driver import analyze_trace
-from analyzers.planning.step_cost import ModelConfig, Shard, StepCost, step_cost
+from analyzers.planning.step_cost import Shard, StepCost, step_cost
 from analyzers.rank.step_annotations import StepRow
 from analyzers.read.loader import load
 from analyzers.read.run_facts import RunFacts
@@ -19,6 +19,7 @@ from tests.peak_records import cpu_probe, recorded
 from tests.test_kv_stall import KV_CACHE, MM, MODEL, make_run, records, step_events
 from tracekit.core import hardware, rundir
 from tracekit.core.analysis import NAME_PRIOR, ROOFLINE, SHAPES
+from tracekit.core.model_config import ModelConfig
 
 US = 1_000
 TINY = ModelConfig(

@@ -8,9 +8,9 @@ options into library calls (``analyzers.planning.calibration.calibrate`` with ``
 from __future__ import annotations
 
 import sys
-from dataclasses import replace
 
 import click
+import msgspec
 
 from tracekit.cli_common import guarded, width_option
 from tracekit.core.errors import TracekitError
@@ -88,7 +88,9 @@ def plan_command(
     assert spec is not None and device is not None
     costs = cal.costs if cal else None
     if costs is not None and device.memory_bytes is not None:
-        costs = replace(costs, kv_cache_bytes=None)  # the memory model sizes the KV cache
+        costs = msgspec.structs.replace(
+            costs, kv_cache_bytes=None
+        )  # the memory model sizes the KV cache
     result = (
         plan(spec, device, count, work) if costs is None else plan(spec, device, count, work, costs)
     )

@@ -1,1 +1,7 @@
-"""analyzers/planning."""
+"""The cost model and the planner: the roofline's model, used to predict layouts not at hand.
+
+``step_cost`` models an engine step (model config, a rank's shard, FLOPs and bytes per step),
+``op_cost`` one op call from its recorded shapes; ``plan`` predicts every layout of N GPUs for
+a model (``presets`` or a config.json) and workload; ``calibration`` fits the model's factors
+to captured runs, which ``run_measures`` reads.
+"""

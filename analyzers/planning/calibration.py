@@ -34,12 +34,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from analyzers.planning.plan import Costs, predict, stage_time
-from analyzers.planning.presets import ModelSpec, Workload
+import msgspec
+
+from analyzers.planning.plan import predict, stage_time
 from analyzers.planning.run_measures import Run, kv_bytes, measure
 from analyzers.rank.roofline_stage import DecodeContext
 from analyzers.rank.step_annotations import StepRow
@@ -47,51 +47,7 @@ from tracekit.core import buckets as b
 from tracekit.core.analysis import RankResult
 from tracekit.core.errors import TracekitError
 from tracekit.core.hardware import DeviceSpec
-
-
-@dataclass(frozen=True)
-class RunFit:
-    """One calibration run: what it achieved and what the fitted model predicts for it."""
-
-    name: str
-    path: str
-    layout: str
-    devices: int
-    batch: float  # mean running sequences per engine over its decode steps
-    kernel_efficiency: float | None  # modelled time at peak / measured, profiled steps
-    collective_ms: float  # exposed collectives per profiled step and rank
-    host_ms: float  # per engine step: its length less the modelled device time
-    measured_tokens_per_s: float
-    predicted_tokens_per_s: float
-    measured_round_ms: float
-    predicted_round_ms: float
-
-    @property
-    def error(self) -> float:
-        return self.predicted_tokens_per_s / self.measured_tokens_per_s - 1
-
-    @property
-    def round_error(self) -> float:
-        return self.predicted_round_ms / self.measured_round_ms - 1
-
-
-@dataclass(frozen=True)
-class Calibration:
-    model: ModelSpec
-    device: DeviceSpec
-    workload: Workload  # the first run's, as measured
-    costs: Costs
-    evidence: dict[str, str]  # Costs field → how it was fitted, or why it kept its default
-    runs: list[RunFit]
-    notes: list[str]
-
-    @property
-    def mean_error(self) -> float:  # mean |throughput error| over the runs
-        return sum(abs(r.error) for r in self.runs) / len(self.runs)
-
-    @property
-    def max_error(self) -> float:
-        return max(abs(r.error) for r in self.runs)
+from tracekit.core.plan_result import Calibration, Costs, RunFit
 
 
 def calibrate(paths: Sequence[str | Path], jobs: int | None = None) -> Calibration:
@@ -118,7 +74,7 @@ def calibrate(paths: Sequence[str | Path], jobs: int | None = None) -> Calibrati
         evidence.setdefault(name, f"default {getattr(costs, name) * 1e6:g} µs: not fitted")
     notes = []
     if device.memory_bytes is None:
-        costs = replace(costs, kv_cache_bytes=kv_bytes(first), runtime_overhead=0.0)
+        costs = msgspec.structs.replace(costs, kv_cache_bytes=kv_bytes(first), runtime_overhead=0.0)
         evidence["kv_cache_bytes"] = (
             f"{costs.kv_cache_bytes or 0:,.0f} B per device: {first.name}'s KV blocks "
             "(the engine fixes them; the device has no memory figure)"
@@ -128,7 +84,18 @@ def calibrate(paths: Sequence[str | Path], jobs: int | None = None) -> Calibrati
         notes.append("the runs' workloads differ; the plan uses the first run's")
     fits = [_fit(run, device, costs) for run in runs]
     notes.append(f"workload from {first.name}'s steps/: {first.workload.describe()}")
-    return Calibration(first.spec, device, first.workload, costs, evidence, fits, notes)
+    errors = [abs(f.error) for f in fits]
+    return Calibration(
+        model=first.spec,
+        device=device,
+        workload=first.workload,
+        costs=costs,
+        evidence=evidence,
+        runs=fits,
+        notes=notes,
+        mean_abs_error=sum(errors) / len(errors),
+        max_abs_error=max(errors),
+    )
 
 
 # --- the fits ------------------------------------------------------------------------------
@@ -238,7 +205,7 @@ def _collectives(
         f"{latency * 1e6:.3g} µs: exposed collective time per all-reduce the model counts "
         f"(2 per layer per step) in {', '.join(used)}, less the bandwidth term"
     )
-    return replace(costs, allreduce_latency=latency)
+    return msgspec.structs.replace(costs, allreduce_latency=latency)
 
 
 def _device_seconds(run: Run, device: DeviceSpec, costs: Costs, record: Any, ctx: Any) -> float:
@@ -298,7 +265,9 @@ def _host(runs: Sequence[Run], device: DeviceSpec, costs: Costs, evidence: dict[
         f"{total * share * 1e3:.3g} ms: the other {share:.0%} (ranks idle, waiting for the "
         "engine core)"
     )
-    return replace(costs, step_overhead=total * (1 - share), schedule_overhead=total * share)
+    return msgspec.structs.replace(
+        costs, step_overhead=total * (1 - share), schedule_overhead=total * share
+    )
 
 
 def _multiprocess(
@@ -322,11 +291,13 @@ def _multiprocess(
         f"{extra * 1e3:.3g} ms: engine step length of {', '.join(r.name for r in multi)} "
         "less the modelled device time and the single-device runs' overheads"
     )
-    return replace(costs, multiprocess_overhead=extra)
+    return msgspec.structs.replace(costs, multiprocess_overhead=extra)
 
 
 def _fit(run: Run, device: DeviceSpec, costs: Costs) -> RunFit:
-    work = replace(run.workload, concurrency=max(1, round(run.batch)) * run.layout.dp)
+    work = msgspec.structs.replace(
+        run.workload, concurrency=max(1, round(run.batch)) * run.layout.dp
+    )
     got = predict(run.spec, device, run.layout, work, costs)
     if not got.feasible:
         raise TracekitError(run.path, f"its own layout is infeasible in the model: {got.reason}")
@@ -336,6 +307,8 @@ def _fit(run: Run, device: DeviceSpec, costs: Costs) -> RunFit:
     coll = [r.buckets[b.COLLECTIVE] / len(r.steps) / 1e6 for r in ranks]
     spent, steps = _overhead(run, device, costs)
     pc, mc, ph, mh = _kernel_totals([run], device)
+    measured_round = run.batch / per_engine * 1e3 * decode_share
+    predicted = got.tokens_per_s * decode_share
     return RunFit(
         name=run.name,
         path=str(run.path),
@@ -346,7 +319,9 @@ def _fit(run: Run, device: DeviceSpec, costs: Costs) -> RunFit:
         collective_ms=sum(coll) / len(coll) if coll else 0.0,
         host_ms=spent / steps * 1e3 if steps else 0.0,
         measured_tokens_per_s=run.tokens_per_s,
-        predicted_tokens_per_s=got.tokens_per_s * decode_share,
-        measured_round_ms=run.batch / per_engine * 1e3 * decode_share,
+        predicted_tokens_per_s=predicted,
+        measured_round_ms=measured_round,
         predicted_round_ms=got.round_ms,
+        error=predicted / run.tokens_per_s - 1,
+        round_error=got.round_ms / measured_round - 1,
     )

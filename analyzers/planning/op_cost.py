@@ -32,56 +32,13 @@ from typing import Final, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from tracekit.core.dtypes import element_bytes
 from tracekit.core.trace_model import NO_VALUE, Dims, Events, Kind, Signature
 
 I64 = npt.NDArray[np.int64]
 GEMM, ATTENTION, ELEMENTWISE = "gemm", "attention", "elementwise"
 OP_KINDS: Final = (GEMM, ATTENTION, ELEMENTWISE)
 SHAPES_SOURCE: Final = "trace shapes"
-
-#: bytes per element: Kineto's ``Input type`` names, then c10::ScalarType names (``dtype``)
-DTYPE_BYTES: Final[dict[str, int]] = {
-    "double": 8,
-    "float": 4,
-    "c10::Half": 2,
-    "c10::BFloat16": 2,
-    "long int": 8,
-    "long": 8,
-    "int": 4,
-    "unsigned int": 4,
-    "short int": 2,
-    "short": 2,
-    "signed char": 1,
-    "unsigned char": 1,
-    "bool": 1,
-    "c10::Float8_e4m3fn": 1,
-    "c10::Float8_e5m2": 1,
-    "c10::Float8_e4m3fnuz": 1,
-    "c10::Float8_e5m2fnuz": 1,
-    "c10::complex<float>": 8,
-    "c10::complex<double>": 16,
-    "Double": 8,
-    "Float": 4,
-    "Half": 2,
-    "BFloat16": 2,
-    "Long": 8,
-    "Int": 4,
-    "Short": 2,
-    "Char": 1,
-    "Byte": 1,
-    "Bool": 1,
-    "Float8_e4m3fn": 1,
-    "Float8_e5m2": 1,
-    "Float8_e4m3fnuz": 1,
-    "Float8_e5m2fnuz": 1,
-    "ComplexFloat": 8,
-    "ComplexDouble": 16,
-}
-
-
-def dtype_size(name: str) -> int | None:
-    """Bytes per element of a Kineto type name, or None when it is not a tensor dtype."""
-    return DTYPE_BYTES.get(name)
 
 
 class OpCost(NamedTuple):
@@ -107,7 +64,7 @@ def tensors(sig: Signature) -> list[_Tensor]:
     """The signature's tensor inputs in order (scalars, None and tensor lists left out)."""
     out = []
     for dims, kind in zip(sig.dims, sig.types, strict=False):
-        size = DTYPE_BYTES.get(kind)
+        size = element_bytes(kind)
         if size is not None and all(type(d) is int for d in dims):
             out.append(_Tensor(_flat(dims), size))
     return out
@@ -324,7 +281,7 @@ def op_cost(sig: Signature) -> OpCost | None:
     return None
 
 
-class Costs(NamedTuple):
+class OpCosts(NamedTuple):
     """Per event: modelled FLOPs, bytes and op kind (index into OP_KINDS; −1: no cost)."""
 
     flops: npt.NDArray[np.float64]
@@ -332,14 +289,14 @@ class Costs(NamedTuple):
     kind: npt.NDArray[np.int8]
 
 
-def costs(events: Events) -> Costs:
+def costs(events: Events) -> OpCosts:
     """Every host op's cost from its shapes; each distinct signature is costed once."""
     per = [op_cost(s) for s in events.shapes.signatures]
     flops = np.array([c.flops if c else 0.0 for c in per] + [0.0])
     size = np.array([c.bytes if c else 0.0 for c in per] + [0.0])
     kind = np.array([OP_KINDS.index(c.kind) if c else NO_VALUE for c in per] + [NO_VALUE])
     sid = np.where(np.isin(events.kind, HOST_KINDS), events.shape_id, NO_VALUE)  # -1: the pad
-    return Costs(flops[sid], size[sid], kind.astype(np.int8)[sid])
+    return OpCosts(flops[sid], size[sid], kind.astype(np.int8)[sid])
 
 
 HOST_KINDS = (Kind.CPU_OP, Kind.ANNOTATION)

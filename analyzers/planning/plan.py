@@ -33,12 +33,11 @@ replaces the memory model's remainder.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Final
 
-from analyzers.planning.presets import ModelSpec, Workload
+import msgspec
+
 from analyzers.planning.step_cost import (
-    ModelConfig,
     Shard,
     StepCost,
     attention_weights,
@@ -48,83 +47,14 @@ from analyzers.planning.step_cost import (
 )
 from analyzers.rank.step_annotations import StepRow
 from tracekit.core import buckets as b
-from tracekit.core.hardware import GB, GIB, DeviceSpec
+from tracekit.core.hardware import GB, DeviceSpec
 from tracekit.core.layout import Layout
+from tracekit.core.model_config import ModelConfig, ModelSpec
+from tracekit.core.plan_result import Costs, LayoutPlan, Plan, Workload
 from tracekit.core.regime_table import CAPACITY, REGIME_RULES
 
-
-@dataclass(frozen=True)
-class Costs:
-    """The model's constants (defaults: roofline peaks; refitted by
-    ``analyzers.planning.calibration``)."""
-
-    flops_efficiency: float = 1.0
-    hbm_efficiency: float = 1.0
-    # Kernel efficiency of a rank in a TP × PP > 1 replica relative to a single-device one
-    # (TP's sublinear scaling: smaller GEMMs per rank, fixed per-kernel time). 1.0 until
-    # calibration measures both kinds of run; no public figure fixes it for a given model.
-    model_parallel_efficiency: float = 1.0
-    link_efficiency: float = 1.0
-    # NCCL all-reduce of a small (decode) message on one NVLink node: ~20 µs (nccl-tests
-    # all_reduce_perf latency at ≤1 MB, 8×H100); vLLM's custom all-reduce is faster at TP ≤ 8.
-    allreduce_latency: float = 20e-6
-    p2p_latency: float = 10e-6  # one PP send/recv of a decode micro-batch's activations
-    # DeepEP low-latency kernels, EP8, 128 tokens/rank, hidden 7168, top-8 (DeepEP README):
-    # dispatch 77 µs, combine 114 µs: the sync across EP ranks dominates at decode sizes.
-    dispatch_latency: float = 77e-6
-    combine_latency: float = 114e-6
-    # Host time per engine step not hidden under device work (the host bucket); 0
-    # uncalibrated (the roofline counts none), calibration measures both parts:
-    # on each rank per step (input preparation, the model runner's Python), part of the stage
-    step_overhead: float = 0.0
-    # in the engine core per step (scheduling, output processing): serial with the step at
-    # PP = 1; at PP > 1 vLLM V1's batch queue (PP batches in flight) overlaps it with the
-    # other micro-batches, so a round lasts max(this + PP × stage, PP × this)
-    schedule_overhead: float = 0.0
-    # added to it for a TP × PP > 1 replica, which vLLM runs in worker processes (one device:
-    # in the engine core's own): the per-step IPC of scheduler output and results
-    multiprocess_overhead: float = 0.0
-    gpu_memory_utilization: float = 0.9  # vLLM's default
-    max_num_seqs: int = 256  # vLLM's default
-    max_num_batched_tokens: int = 8192  # vLLM's default chunked-prefill budget
-    runtime_overhead: float = 2 * GIB  # CUDA context, CUDA graphs, NCCL buffers per GPU
-    # KV-cache bytes per device where the engine fixes them (vLLM CPU: VLLM_CPU_KVCACHE_SPACE
-    # per rank, read from a run's blocks); None: what the device's memory leaves.
-    kv_cache_bytes: float | None = None
-
-
-@dataclass(frozen=True)
-class LayoutPlan:
-    layout: Layout
-    feasible: bool
-    reason: str  # why infeasible; empty when feasible
-    weights_gb: float
-    activations_gb: float
-    kv_gb: float  # KV cache per device
-    max_seqs: int  # concurrent sequences per replica at the mean context
-    batch: int  # sequences each replica runs
-    round_ms: float  # one decode round: every running sequence makes one token
-    tokens_per_s: float  # output tokens/s, all replicas
-    per_device: float  # output tokens/s per GPU
-    shares: dict[str, float] = field(default_factory=dict)  # of the round, per bucket
-    regime: str = ""
-    scores: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Plan:
-    model: str
-    gpu: str
-    gpus: int
-    workload: Workload
-    layouts: list[LayoutPlan]  # feasible, best first; then infeasible
-    notes: list[str]
-
-    @property
-    def best(self) -> LayoutPlan | None:
-        return self.layouts[0] if self.layouts and self.layouts[0].feasible else None
-
-
+#: the model's constants before calibration (roofline peaks, sourced latencies)
+DEFAULT_COSTS: Final = Costs()
 BUCKETS: Final = (b.COMPUTE, b.HBM, b.COLLECTIVE, b.MOE_ROUTING, b.BUBBLE, b.HOST)
 
 
@@ -141,11 +71,12 @@ def layouts(gpus: int, moe: bool) -> list[Layout]:
 
 
 def plan(
-    spec: ModelSpec, gpu: DeviceSpec, gpus: int, work: Workload, costs: Costs = Costs()
+    spec: ModelSpec, gpu: DeviceSpec, gpus: int, work: Workload, costs: Costs = DEFAULT_COSTS
 ) -> Plan:
     m = spec.config
     rows = [predict(spec, gpu, lay, work, costs) for lay in layouts(gpus, bool(m.experts))]
-    ok = sorted((r for r in rows if r.feasible), key=lambda r: -r.per_device)
+    best_first = sorted((r for r in rows if r.feasible), key=lambda r: -r.per_device)
+    ok = [msgspec.structs.replace(r, rank=i) for i, r in enumerate(best_first, 1)]
     bad = [r for r in rows if not r.feasible]
     notes = [
         work.describe() + f"; mean context {work.mean_context:,.0f} tokens",
@@ -178,11 +109,11 @@ def weight_bytes(m: ModelConfig, s: Shard) -> float:
 
 
 def _reject(lay: Layout, reason: str, w: float = 0.0, a: float = 0.0) -> LayoutPlan:
-    return LayoutPlan(lay, False, reason, w / GB, a / GB, 0.0, 0, 0, 0.0, 0.0, 0.0)
+    return LayoutPlan(lay, False, reason, w / GB, a / GB, 0.0, 0, 0, 0.0, 0.0, 0.0, label=lay.label)
 
 
 def predict(
-    spec: ModelSpec, gpu: DeviceSpec, lay: Layout, work: Workload, c: Costs = Costs()
+    spec: ModelSpec, gpu: DeviceSpec, lay: Layout, work: Workload, c: Costs = DEFAULT_COSTS
 ) -> LayoutPlan:
     """One layout's memory, capacity, decode round and regime (the module docstring)."""
     m = spec.config
@@ -237,6 +168,7 @@ def predict(
         lay, True, "", weights / GB, act / GB, kv / GB, max_seqs, batch, round_s * 1e3,
         per_device * lay.dp * lay.tp * lay.pp, per_device, shares, regime,
         {k: round(v, 3) for k, v in sorted(scores.items(), key=lambda kv: -kv[1])},
+        label=lay.label,
     )  # fmt: skip
 
 

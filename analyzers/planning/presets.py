@@ -17,38 +17,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final
 
-from analyzers.planning.step_cost import ModelConfig, dtype_bytes
+from tracekit.core.dtypes import dtype_bytes
 from tracekit.core.errors import TracekitError
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str
-    config: ModelConfig
-    kv_dtype_bytes: int = 2
-    source: str = ""
-
-
-@dataclass(frozen=True)
-class Workload:
-    name: str
-    prompt: int
-    output: int
-    concurrency: int | None = None  # requests in flight over all replicas; None: memory-limited
-
-    @property
-    def mean_context(self) -> float:
-        """Tokens a running sequence holds on average: the prompt plus half the output."""
-        return self.prompt + self.output / 2
-
-    def describe(self) -> str:
-        conc = f"{self.concurrency} in flight" if self.concurrency else "as many as fit"
-        return f"{self.name}: {self.prompt} in / {self.output} out, {conc}"
-
+from tracekit.core.model_config import ModelConfig, ModelSpec
+from tracekit.core.plan_result import Workload
 
 WORKLOADS: Final = {
     "reasoning": Workload("reasoning", 1024, 16384),

@@ -11,8 +11,7 @@ from statistics import median
 from typing import Any
 
 from analyzers.engine.driver import analyze
-from analyzers.planning.presets import ModelSpec, Workload
-from analyzers.planning.step_cost import ModelConfig, Shard
+from analyzers.planning.step_cost import Shard
 from analyzers.read.run_facts import RunFacts, manifest_facts
 from analyzers.read.vllm_log import LogRecord
 from analyzers.run.engine_timeline import busy_durations
@@ -21,6 +20,8 @@ from tracekit.core import rundir
 from tracekit.core.analysis import Analysis
 from tracekit.core.errors import TracekitError
 from tracekit.core.layout import Layout
+from tracekit.core.model_config import ModelConfig, ModelSpec
+from tracekit.core.plan_result import Workload
 
 
 @dataclass(frozen=True)

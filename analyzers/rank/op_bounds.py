@@ -15,7 +15,7 @@ import itertools
 import numpy as np
 import numpy.typing as npt
 
-from analyzers.planning.op_cost import OP_KINDS, SHAPES_SOURCE, Costs, costs
+from analyzers.planning.op_cost import OP_KINDS, SHAPES_SOURCE, OpCosts, costs
 from analyzers.rank.attribute import BUCKET_INDEX, Attribution, relabel, split
 from analyzers.rank.classify import FAMILY_LEVEL, UNCLASSIFIED_INDEX
 from tracekit.core.analysis import OpKindRoofline
@@ -83,7 +83,7 @@ def op_roofline(
 
 
 def _op_kinds(
-    spec: DeviceSpec, cost: Costs, roots: npt.NDArray[np.intp], time_ns: I64
+    spec: DeviceSpec, cost: OpCosts, roots: npt.NDArray[np.intp], time_ns: I64
 ) -> tuple[list[OpKindRoofline], list[str]]:
     out, notes = [], []
     flops, size, kind = cost.flops[roots], cost.bytes[roots], cost.kind[roots]

@@ -38,7 +38,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from analyzers.planning.step_cost import ModelConfig, StepCost, step_cost
+from analyzers.planning.step_cost import StepCost, step_cost
 from analyzers.rank.attribute import (
     BUCKET_INDEX,
     Attribution,
@@ -60,6 +60,7 @@ from tracekit.core.analysis import (
 )
 from tracekit.core.buckets import COMPUTE, HBM
 from tracekit.core.hardware import DeviceSpec
+from tracekit.core.model_config import ModelConfig
 from tracekit.core.trace_model import DEVICE_KINDS, Events, Kind, RankId
 
 I64 = npt.NDArray[np.int64]

@@ -15,7 +15,6 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from analyzers.planning.op_cost import dtype_size
 from analyzers.read.kineto_values import (
     MAX_US,
     as_int,
@@ -25,6 +24,7 @@ from analyzers.read.kineto_values import (
     us_to_ns,
     value_ns,
 )
+from tracekit.core.dtypes import element_bytes
 from tracekit.core.errors import TracekitError
 from tracekit.core.trace_model import NO_VALUE
 
@@ -150,7 +150,7 @@ def msg_bytes(args: list[Args], ignored: dict[str, int]) -> np.ndarray:
         counts = [raw_int(n) for n in (a.in_nelems, a.out_nelems) if len(n)]
         elements = None if None in counts else max(counts)  # type: ignore[type-var]
         try:
-            size = dtype_size(_TEXT.decode(a.dtype)) if len(a.dtype) else None
+            size = element_bytes(_TEXT.decode(a.dtype)) if len(a.dtype) else None
         except msgspec.DecodeError:
             size = None
         if size is None or elements is None or not 0 <= elements * size < 2**62:

@@ -15,15 +15,17 @@ from typing import Any
 
 import msgspec
 
-from analyzers.planning.step_cost import ModelConfig, Shard, dtype_bytes, kv_bytes_per_token
+from analyzers.planning.step_cost import Shard, kv_bytes_per_token
 from analyzers.read import engine_warnings
 from analyzers.read.run_config import Limits, scheduler_limits
 from analyzers.read.vllm_log import read_logs
 from tracekit.core import gpu_identify, rundir
 from tracekit.core.analysis import EngineWarning
 from tracekit.core.cpu_probe import RecordedPeaks
+from tracekit.core.dtypes import dtype_bytes
 from tracekit.core.hardware import DeviceSpec
 from tracekit.core.layout import Layout
+from tracekit.core.model_config import ModelConfig
 from tracekit.core.rundir import StepRecord
 from tracekit.core.trace_model import RankId, Trace
 

@@ -19,10 +19,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from analyzers.planning.step_cost import ModelConfig
 from analyzers.rank.digest import RankDigest
 from tracekit.core.analysis import Bubbles, MoeReport, PipelineStage, RankResult
 from tracekit.core.buckets import BUBBLE, MOE_ROUTING
+from tracekit.core.model_config import ModelConfig
 
 
 def bubbles(digests: Sequence[RankDigest], pp: int) -> Bubbles | None:

@@ -2,72 +2,39 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
-
-import msgspec
 from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from analyzers.planning.plan import Plan
+from tracekit.core.plan_result import Calibration, Plan, PlanReport, to_json
+from tracekit.core.version import __version__
 from tracekit.render import fit, text_console
 from tracekit.render.console import SHORT
 
-if TYPE_CHECKING:
-    from analyzers.planning.calibration import Calibration
-
-SCHEMA_VERSION = 1
 DROP_ORDER = ("act GB", "weights GB", "max seqs", "round ms", "KV GB/dev")
 
 
-def calibration_dict(cal: Calibration) -> dict[str, Any]:
-    """The fitted costs with their evidence, and the prediction error on each run."""
-    runs = []
-    for r in cal.runs:
-        data = asdict(r)
-        data["error"], data["round_error"] = r.error, r.round_error
-        runs.append(data)
-    return {
-        "model": cal.model.name,
-        "device": cal.device.name,
-        "workload": asdict(cal.workload),
-        "costs": asdict(cal.costs),
-        "evidence": cal.evidence,
-        "runs": runs,
-        "mean_abs_error": cal.mean_error,
-        "max_abs_error": cal.max_error,
-        "notes": cal.notes,
-    }
-
-
-def to_dict(plan: Plan, calibration: Calibration | None = None) -> dict[str, Any]:
-    """The plan as plain JSON-ready data (one entry per layout, best first); with the
-    calibration it was made from, if any."""
-    rows = []
-    for rank, row in enumerate(plan.layouts, 1):
-        data = asdict(row)
-        data["layout"] = {**msgspec.structs.asdict(row.layout), "name": row.layout.label}
-        data["rank"] = rank if row.feasible else None
-        rows.append(data)
+def report(plan: Plan, calibration: Calibration | None = None) -> PlanReport:
+    """The plan as its published result (``tracekit.core.plan_result``): one entry per layout,
+    best first, with the calibration it was made from, if any."""
     best = plan.best
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "model": plan.model,
-        "gpu": plan.gpu,
-        "gpus": plan.gpus,
-        "workload": {**asdict(plan.workload), "mean_context": plan.workload.mean_context},
-        "best": best.layout.label if best else None,
-        "layouts": rows,
-        "notes": plan.notes,
-        "calibration": calibration_dict(calibration) if calibration else None,
-    }
+    return PlanReport(
+        tracekit_version=__version__,
+        model=plan.model,
+        gpu=plan.gpu,
+        gpus=plan.gpus,
+        workload=plan.workload,
+        mean_context=plan.workload.mean_context,
+        best=best.label if best else None,
+        layouts=plan.layouts,
+        notes=plan.notes,
+        calibration=calibration,
+    )
 
 
 def render_json(plan: Plan, calibration: Calibration | None = None) -> str:
-    return json.dumps(to_dict(plan, calibration), indent=2) + "\n"
+    return to_json(report(plan, calibration)).decode() + "\n"
 
 
 def render(
@@ -163,7 +130,7 @@ def _calibration(console: Console, cal: Calibration) -> None:
     console.print(
         Text(
             f"prediction error on the {n} calibration run(s): throughput mean |error| "
-            f"{cal.mean_error:.1%}, max {cal.max_error:.1%}",
+            f"{cal.mean_abs_error:.1%}, max {cal.max_abs_error:.1%}",
             style="bold",
         )
     )
