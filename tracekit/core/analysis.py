@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 import msgspec
 
+from tracekit.core import versioned_json
 from tracekit.core.buckets import BUCKETS
 from tracekit.core.errors import TracekitError
 from tracekit.core.hardware import DeviceSpec
@@ -367,33 +368,16 @@ def to_json(analysis: Analysis, indent: int = 2) -> bytes:
 
 
 def from_json(data: bytes, where: str | None = None) -> Analysis:
-    try:
-        version = msgspec.json.decode(data, type=dict[str, Any]).get("schema_version")
-    except msgspec.DecodeError as exc:
-        raise TracekitError(where, f"not an analysis JSON ({exc})") from None
-    if version != SCHEMA_VERSION:
-        raise TracekitError(
-            where,
-            f"analysis schema_version {version!r}; this tracekit reads version {SCHEMA_VERSION}",
-        )
-    try:
-        analysis = _DECODER.decode(data)
-    except msgspec.DecodeError as exc:
-        raise TracekitError(where, f"analysis JSON does not match schema ({exc})") from None
+    analysis = versioned_json.decode(data, _DECODER, "analysis", SCHEMA_VERSION, where)
     check_invariant(analysis, where)
     return analysis
 
 
 def json_schema() -> dict[str, Any]:
-    schema = msgspec.json.schema(Analysis)
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = f"tracekit analysis, schema_version {SCHEMA_VERSION}"
-    return schema
+    return versioned_json.json_schema(
+        Analysis, f"tracekit analysis, schema_version {SCHEMA_VERSION}"
+    )
 
 
 if __name__ == "__main__":  # regenerate the published schema file
-    from pathlib import Path
-
-    out = Path(__file__).parents[1] / "schema" / "analysis.schema.json"
-    out.write_bytes(msgspec.json.format(msgspec.json.encode(json_schema()), indent=2) + b"\n")
-    print(out)
+    print(versioned_json.write_schema(json_schema(), "analysis.schema.json"))

@@ -11,7 +11,7 @@ from typing import Any, Final
 
 import msgspec
 
-from tracekit.core.errors import TracekitError
+from tracekit.core import versioned_json
 from tracekit.core.hardware import GIB, DeviceSpec
 from tracekit.core.layout import Layout
 from tracekit.core.model_config import ModelSpec
@@ -169,28 +169,14 @@ def to_json(report: PlanReport, indent: int = 2) -> bytes:
 
 def from_json(data: bytes, where: str | None = None) -> PlanReport:
     """Read a plan back; a wrong or newer schema is a TracekitError naming ``where``."""
-    try:
-        version = msgspec.json.decode(data).get("schema_version")
-    except (msgspec.DecodeError, AttributeError):
-        raise TracekitError(where, "not a tracekit plan (unreadable JSON)") from None
-    if version != PLAN_SCHEMA_VERSION:
-        raise TracekitError(where, f"plan schema_version {version}, expected {PLAN_SCHEMA_VERSION}")
-    try:
-        return _DECODER.decode(data)
-    except msgspec.ValidationError as exc:
-        raise TracekitError(where, f"plan JSON does not match schema ({exc})") from None
+    return versioned_json.decode(data, _DECODER, "plan", PLAN_SCHEMA_VERSION, where)
 
 
 def json_schema() -> dict[str, Any]:
-    schema = msgspec.json.schema(PlanReport)
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = f"tracekit plan, schema_version {PLAN_SCHEMA_VERSION}"
-    return schema
+    return versioned_json.json_schema(
+        PlanReport, f"tracekit plan, schema_version {PLAN_SCHEMA_VERSION}"
+    )
 
 
 if __name__ == "__main__":  # regenerate the published schema file
-    from pathlib import Path
-
-    out = Path(__file__).parents[1] / "schema" / "plan.schema.json"
-    out.write_bytes(msgspec.json.format(msgspec.json.encode(json_schema()), indent=2) + b"\n")
-    print(out)
+    print(versioned_json.write_schema(json_schema(), "plan.schema.json"))
