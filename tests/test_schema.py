@@ -49,7 +49,9 @@ def test_reader_rejects_broken_invariant_and_versions() -> None:
     with pytest.raises(TracekitError, match="schema_version 99"):
         from_json(json.dumps(doc).encode(), "x.json")
     with pytest.raises(TracekitError, match="does not match schema"):
-        from_json(b'{"schema_version": 1, "ranks": 3}', "x.json")
+        from_json(b'{"schema_version": 2, "ranks": 3}', "x.json")
+    with pytest.raises(TracekitError, match="schema_version 1; this tracekit reads version 2"):
+        from_json(b'{"schema_version": 1}', "x.json")
 
 
 def test_writer_refuses_a_broken_invariant() -> None:

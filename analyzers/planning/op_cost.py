@@ -32,12 +32,15 @@ from typing import Final, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from tracekit.core.analysis import OpKind
 from tracekit.core.dtypes import element_bytes
 from tracekit.core.trace_model import NO_VALUE, Dims, Events, Kind, Signature
 
 I64 = npt.NDArray[np.int64]
-GEMM, ATTENTION, ELEMENTWISE = "gemm", "attention", "elementwise"
-OP_KINDS: Final = (GEMM, ATTENTION, ELEMENTWISE)
+GEMM: Final = "gemm"
+ATTENTION: Final = "attention"
+ELEMENTWISE: Final = "elementwise"
+OP_KINDS: Final[tuple[OpKind, ...]] = (GEMM, ATTENTION, ELEMENTWISE)
 SHAPES_SOURCE: Final = "trace shapes"
 
 

@@ -12,7 +12,7 @@ the same Analysis.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 import msgspec
 import numpy as np
@@ -22,7 +22,7 @@ from analyzers.rank.classify import FAMILY_INDEX, LEVELS
 from analyzers.rank.message_size import SIZE_SOURCE, collective_bytes, collective_groups
 from analyzers.rank.roofline_stage import step_windows
 from analyzers.read.run_facts import RunFacts
-from tracekit.core.analysis import RankResult
+from tracekit.core.analysis import CollectiveName, RankResult
 from tracekit.core.partition import RankPartition
 from tracekit.core.trace_model import DEVICE_KINDS, Events, Kind, RankId, Trace
 
@@ -34,7 +34,7 @@ F64 = npt.NDArray[np.float64]
 
 MODEL_SIZE_SOURCE = "model config + step tokens"
 #: the collective families, in report order
-KINDS = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "other_collective", "p2p")
+KINDS: tuple[CollectiveName, ...] = get_args(CollectiveName)
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,7 @@ from tracekit.core.analysis import (
     SHAPES,
     KindRoofline,
     RankRoofline,
+    StepGroup,
 )
 from tracekit.core.buckets import COMPUTE, HBM
 from tracekit.core.hardware import DeviceSpec
@@ -226,7 +227,8 @@ def _result(
     basis: str,
 ) -> RankRoofline:
     kinds = []
-    for kind in ("prefill", "decode", "mixed", "all"):
+    groups: tuple[StepGroup, ...] = ("prefill", "decode", "mixed", "all")
+    for kind in groups:
         rows = [i for i, s in enumerate(steps) if kind in ("all", s.kind)]
         if not rows or (kind == "all" and len({s.kind for s in steps}) == 1):
             continue
@@ -245,7 +247,7 @@ def _result(
 
 
 def _kind(
-    kind: str,
+    kind: StepGroup,
     rows: list[int],
     costs: Sequence[StepCost],
     durations: Sequence[int],

@@ -27,7 +27,7 @@ import numpy.typing as npt
 
 from analyzers.rank.digest import KINDS, RankDigest
 from analyzers.read.run_facts import RunFacts
-from tracekit.core.analysis import CollectiveKind, Collectives, RankWait
+from tracekit.core.analysis import CollectiveKind, CollectiveName, Collectives, RankWait
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
@@ -122,7 +122,7 @@ def collectives(ranks: Sequence[RankDigest], facts: RunFacts | None) -> Collecti
 
 
 def fallback_size(
-    kind: str,
+    kind: CollectiveName,
     members: int | None,
     ranks: Sequence[RankDigest] = (),
     facts: RunFacts | None = None,
@@ -167,7 +167,7 @@ def _add(sized: list[float], size: F64, factor: F64, dur_ns: I64) -> bool:
 
 
 def _kind(
-    kind: str,
+    kind: CollectiveName,
     total: int,
     exposed: int,
     overlapped: int,

@@ -21,6 +21,8 @@ from tracekit.core.analysis import (
     MoeReport,
     RankResult,
     Regime,
+    RunnerUp,
+    Signal,
     StepStats,
 )
 from tracekit.core.buckets import BUCKETS, HOST, IDLE
@@ -95,20 +97,16 @@ def verdict(
     scores = {r.name: round(signal[r.name] / r.threshold, 3) for r in rules}
     ranked = sorted(rules, key=lambda r: scores[r.name], reverse=True)
     best = ranked[0]
-    what = "+".join(best.buckets) if best.buckets else KV_SIGNAL
-    records = engine.source if engine is not None else "steps/"
-    where = (
-        f"of engine step time ({records})"
-        if not best.buckets
-        else f"of the analysed time over {len(ranks)} rank(s) (trace buckets)"
+    deciding = Signal(
+        what="+".join(best.buckets) if best.buckets else KV_SIGNAL,
+        share=signal[best.name],
+        of="analysed time" if best.buckets else "engine step time",
+        ranks=len(ranks),
+        source="trace buckets" if best.buckets else engine.source if engine else "steps/",
+        threshold=best.threshold,
+        score=scores[best.name],
     )
-    evidence = [
-        f"{what}: {signal[best.name]:.1%} {where} (threshold {best.threshold:.0%}, "
-        f"score {scores[best.name]:.2f})"
-    ]
-    if scores[best.name] < 1:
-        evidence.append("no regime reaches its threshold: this is the strongest signal only")
-    evidence += _deciding(best.name, ranks, basis, rep)
+    evidence = _deciding(best.name, ranks, basis, rep)
     if engine is not None:
         preemptions = (
             f"{engine.preemptions} preemption(s)"
@@ -134,11 +132,12 @@ def verdict(
             "profiler's own cost, counted under host (profiled vs unprofiled steps of the same "
             "shape, steps/)"
         )
-    runners = [f"{r.name} (score {scores[r.name]:.2f})" for r in ranked[1:3] if scores[r.name] > 0]
+    runners = [RunnerUp(r.name, scores[r.name]) for r in ranked[1:3] if scores[r.name] > 0]
     return Regime(
         name=best.name,
         label=best.label,
         scores=scores,
+        signal=deciding,
         evidence=evidence,
         advice=_advice(best, rep),
         runners_up=runners,

@@ -21,7 +21,9 @@ from tracekit.core.trace_model import RankId
 if TYPE_CHECKING:
     import pandas as pd
 
-SCHEMA_VERSION: Final = 1
+#: 2: the verdict's deciding signal and runners-up are data (``Signal``, ``RunnerUp``); kinds
+#: are Literals
+SCHEMA_VERSION: Final = 2
 TOLERANCE_NS: Final = 1_000  # the invariant's ±1 µs
 NAME_PRIOR: Final = "name prior"
 ROOFLINE: Final = "roofline (model config + step tokens)"
@@ -38,10 +40,19 @@ class OpTime(msgspec.Struct, frozen=True):
     total_ns: int
 
 
+StepKind = Literal["prefill", "decode", "mixed"]
+#: a step kind, or every step
+StepGroup = Literal["prefill", "decode", "mixed", "all"]
+OpKind = Literal["gemm", "attention", "elementwise"]
+CollectiveName = Literal[
+    "all_reduce", "all_gather", "reduce_scatter", "all_to_all", "other_collective", "p2p"
+]
+
+
 class Step(msgspec.Struct, frozen=True):
     start_ns: int
     dur_ns: int
-    kind: Literal["prefill", "decode", "mixed"]
+    kind: StepKind
     context_requests: int
     context_tokens: int
     generation_requests: int
@@ -54,7 +65,7 @@ class StepStats(msgspec.Struct, frozen=True):
     every step; mean / p50 / p90 leave out the ``excluded`` outliers (longer than
     ``analyzers.run.step_flags.OUTLIER_FACTOR`` × the window's median step)."""
 
-    kind: str  # prefill / decode / mixed / all
+    kind: StepGroup
     count: int
     context_tokens: int
     generation_tokens: int
@@ -70,7 +81,7 @@ class StepStats(msgspec.Struct, frozen=True):
 class KindRoofline(msgspec.Struct, frozen=True, kw_only=True):
     """One rank's modelled steps of one kind (prefill / decode / mixed / all)."""
 
-    kind: str
+    kind: StepGroup
     steps: int
     compute_steps: int  # steps whose intensity is at or above the ridge point
     flops: float  # modelled FLOPs (model config + step tokens, this rank's shard)
@@ -85,7 +96,7 @@ class KindRoofline(msgspec.Struct, frozen=True, kw_only=True):
 class OpKindRoofline(msgspec.Struct, frozen=True, kw_only=True):
     """One rank's ops of one kind (gemm / attention / elementwise) costed from their shapes."""
 
-    kind: str
+    kind: OpKind
     ops: int  # calls (the outermost costed op of each call tree) that own time
     compute_ops: int  # calls whose intensity is at or above the ridge point
     flops: float  # from the calls' recorded input shapes (analyzers/planning/op_cost.py)
@@ -211,7 +222,7 @@ class KvReport(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class CollectiveKind(msgspec.Struct, frozen=True, kw_only=True):
-    kind: str  # all_reduce, all_gather, reduce_scatter, all_to_all, p2p, other_collective
+    kind: CollectiveName
     calls: int  # over all ranks
     exposed_ns: int  # exclusive: not hidden under work (collective or bubble bucket)
     overlapped_ns: int  # live but hidden under higher-priority work
@@ -258,13 +269,32 @@ class MoeReport(msgspec.Struct, frozen=True, kw_only=True):
     evidence: list[str]
 
 
+class Signal(msgspec.Struct, frozen=True, kw_only=True):
+    """The figure that decided the verdict: the winning regime's signal, as a share of the
+    analysed time (summed over ``ranks``) or of engine step time, against its threshold."""
+
+    what: str  # the buckets it sums (``compute``, ``collective``, …), or the KV-cache signal
+    share: float
+    of: Literal["analysed time", "engine step time"]
+    ranks: int
+    source: str  # "trace buckets", or the step records it came from (steps/, vLLM log lines)
+    threshold: float
+    score: float  # share / threshold; below 1 no regime reached its threshold
+
+
+class RunnerUp(msgspec.Struct, frozen=True):
+    name: str
+    score: float
+
+
 class Regime(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     label: str
     scores: dict[str, float]
-    evidence: list[str]
+    signal: Signal
+    evidence: list[str]  # the supporting figures, each naming its source
     advice: list[str]
-    runners_up: list[str]
+    runners_up: list[RunnerUp]
     not_assessed: dict[str, str]
 
 

@@ -39,6 +39,7 @@ from tracekit.export.timeline import (
     TrackKind,
     nest,
 )
+from tracekit.render.verdict import evidence_lines, runners_up
 
 BUCKET_LANE = "tracekit: buckets"
 STEP_LANE = "tracekit: engine steps"
@@ -301,8 +302,8 @@ def _regime_slice(track: Track, regime: Regime, results: list[RankResult]) -> Sl
     hi = max(r.window_start_ns + r.window_ns for r in results)
     args: dict[str, Arg] = {
         "regime": regime.name,
-        "evidence": " | ".join(regime.evidence),
-        "runners_up": ", ".join(regime.runners_up),
+        "evidence": " | ".join(evidence_lines(regime)),
+        "runners_up": runners_up(regime),
         "advice": " | ".join(regime.advice),
     }
     return Slices(

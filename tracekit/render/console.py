@@ -25,6 +25,7 @@ from tracekit.render.context import TITLE, context_lines
 from tracekit.render.engine_said import TITLE as ENGINE_TITLE
 from tracekit.render.engine_said import engine_lines
 from tracekit.render.roofline import op_roofline_table, step_roofline_table
+from tracekit.render.verdict import evidence_lines, runners_up
 
 COLOURS = {
     "compute": "green",
@@ -139,12 +140,11 @@ def _summary(a: Analysis) -> Text:
 def _verdict(a: Analysis) -> Panel:
     r = a.regime
     lines: list[RenderableType] = [Text(r.label, style="bold")]
-    if r.evidence:
-        lines.append(bullets(r.evidence, indent=0))
+    lines.append(bullets(evidence_lines(r), indent=0))
     if r.advice:
         lines.append(bullets([Text(adv, style="green") for adv in r.advice], "→", indent=0))
     if r.runners_up:
-        lines.append(Text("runners-up: " + ", ".join(r.runners_up), style="dim"))
+        lines.append(Text("runners-up: " + runners_up(r), style="dim"))
     lines += [Text(f"not assessed: {k}: {why}", style="dim") for k, why in r.not_assessed.items()]
     return Panel(Group(*lines), title="Regime", title_align="left", box=box.ROUNDED)
 
