@@ -25,6 +25,13 @@ def test_readme_report_is_current() -> None:
 
 def test_readme_links_resolve() -> None:
     text = (REPO / "README.md").read_text()
-    for doc in ("capture", "analyze", "compare-sweep-plan", "perfetto-nsys", "performance"):
+    for doc in (
+        "capture",
+        "analyze",
+        "compare-sweep-plan",
+        "perfetto-nsys",
+        "performance",
+        "architecture",
+    ):
         assert f"(docs/{doc}.md)" in text
         assert (REPO / "docs" / f"{doc}.md").is_file()
