@@ -22,6 +22,7 @@ from tracekit.core.buckets import BUCKETS
 from tracekit.core.cpu_probe import RecordedPeaks
 from tracekit.core.layout import Layout
 from tracekit.core.rundir import StepRecord
+from tracekit.render.verdict import evidence_lines
 
 US = 1_000
 MM, ATTN = "_C::onednn_mm", "_C::cpu_attention_with_kv_cache"
@@ -150,8 +151,8 @@ def test_capacity_report_and_verdict(tmp_path: Path) -> None:
     regime = analysis.regime
     assert regime.name == "capacity-bound"
     assert regime.scores["capacity-bound"] == 3.333
-    assert any("capacity ceiling ≈ 2 sequences" in e for e in regime.evidence)
-    assert any("1 preemption(s) (steps/)" in e for e in regime.evidence)
+    assert any("capacity ceiling ≈ 2 sequences" in e for e in evidence_lines(analysis))
+    assert any("1 preemption(s) (steps/)" in e for e in evidence_lines(analysis))
     assert kv.binding_limit == "kv_blocks"
     # a CPU run: the KV cache is VLLM_CPU_KVCACHE_SPACE, not what the weights leave over
     assert any("VLLM_CPU_KVCACHE_SPACE" in a for a in regime.advice)
@@ -267,7 +268,7 @@ def test_log_lines_stand_in_for_steps(tmp_path: Path) -> None:
     regime = analysis.regime
     assert regime.name == "capacity-bound"
     assert regime.scores["capacity-bound"] == 2.5
-    assert any(e.startswith("source: vLLM log lines") for e in regime.evidence)
+    assert any(e.startswith("source: vLLM log lines") for e in evidence_lines(analysis))
     assert from_json(to_json(analysis)).kv == kv  # schema round trip
 
 

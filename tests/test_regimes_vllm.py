@@ -27,6 +27,7 @@ from tests.conftest import NEEDS_VLLM, REPO, VLLM_ENV, VLLM_PY
 from tracekit.cli import main
 from tracekit.core import rundir
 from tracekit.core.analysis import ROOFLINE, Analysis, from_json
+from tracekit.render.verdict import evidence_lines
 
 pytestmark = [*NEEDS_VLLM]
 WORKLOAD = REPO / "sample_traces" / "workloads" / "tiny_llm.py"
@@ -87,8 +88,8 @@ def test_tiny_kv_cache_is_capacity_bound(runs: Path) -> None:
     assert max(regime.scores, key=lambda k: regime.scores[k]) == "capacity-bound"
     assert (analysis.kv.usable_blocks, analysis.kv.block_size) == (23, 32)
     assert analysis.kv.ceiling is not None and analysis.kv.ceiling < 16  # fewer than requested
-    assert any("capacity ceiling" in e for e in regime.evidence)
-    assert any("preemption(s) (steps/)" in e for e in regime.evidence)
+    assert any("capacity ceiling" in e for e in evidence_lines(analysis))
+    assert any("preemption(s) (steps/)" in e for e in evidence_lines(analysis))
     assert analysis.kv.stall_ns > 0  # the trace window sits in stalled steps
 
 
@@ -110,7 +111,7 @@ def test_long_prompts_one_token_are_prefill_and_compute_bound(runs: Path) -> Non
     assert rank.roofline is not None
     prefill = next(k for k in rank.roofline.kinds if k.kind == "prefill")
     assert prefill.compute_steps == prefill.steps
-    assert any("engine step time: prefill" in e for e in analysis.regime.evidence)
+    assert any("engine step time: prefill" in e for e in evidence_lines(analysis))
     for kind in rank.roofline.kinds:  # above-peak figures are never reported as fact
         assert kind.flops_pct is None or kind.flops_pct <= 100
         assert kind.bandwidth_pct is None or kind.bandwidth_pct <= 100

@@ -24,7 +24,7 @@ from collectors.settings import META, Settings
 from tests.builders import annotation, cpu_op
 from tests.test_kv_stall import KV_CACHE, MODEL, make_run, step_events
 from tracekit.core import rundir
-from tracekit.core.analysis import NAME_PRIOR, RankResult, from_json, to_json
+from tracekit.core.analysis import RankResult, from_json, to_json
 from tracekit.core.buckets import BUCKETS
 from tracekit.core.run_context import RunContext
 from tracekit.core.rundir import StepRecord
@@ -202,7 +202,7 @@ def _rank(device: str, host: float) -> RankResult:
 
 def _advice(device: str, manifest: dict[str, Any], dtype: str | None = None) -> list[str]:
     run = analyze_context(device, manifest)
-    regime = verdict([_rank(device, 0.6)], NAME_PRIOR, None, Reports(context=run, dtype=dtype))
+    regime = verdict([_rank(device, 0.6)], None, Reports(context=run, dtype=dtype))
     assert regime.name == "host-bound"
     return regime.advice
 
@@ -231,7 +231,7 @@ def test_cuda_graph_advice_only_when_a_gpu_run_had_them_off() -> None:
 
 def test_cpu_compute_advice_names_bf16_isa() -> None:
     reports = Reports(context=analyze_context("cpu", {}), dtype="bfloat16")
-    regime = verdict([_rank("cpu", 0.0)], NAME_PRIOR, None, reports)
+    regime = verdict([_rank("cpu", 0.0)], None, reports)
     assert regime.name == "compute-bound"
     assert any("AVX512-BF16 or AMX" in a for a in regime.advice)
     assert any("oneDNN" in a for a in regime.advice)

@@ -28,6 +28,7 @@ from analyzers.read.vllm_log import LogRecord
 from tests.conftest import NEEDS_VLLM, REPO, VLLM_ENV, VLLM_PY
 from tracekit.core import rundir
 from tracekit.core.analysis import to_json
+from tracekit.render.verdict import evidence_lines
 
 pytestmark = [*NEEDS_VLLM]
 WORKLOADS = REPO / "sample_traces" / "workloads"
@@ -117,5 +118,5 @@ def test_log_lines_match_steps(serve_run: Path, tmp_path: Path) -> None:
     assert from_log.kv.stalled_share > 0
     assert from_steps.regime.name == "capacity-bound"
     assert from_log.regime.name == "capacity-bound"
-    assert any(e.startswith("source: vLLM log lines") for e in from_log.regime.evidence)
+    assert any(e.startswith("source: vLLM log lines") for e in evidence_lines(from_log))
     assert from_log.engine is not None and from_log.engine.source == "vLLM log lines"

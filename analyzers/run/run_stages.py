@@ -154,7 +154,7 @@ def verdict_stage(s: RunState) -> RunState:
         dtype=((s.run.manifest or {}).get("model") or {}).get("dtype"),
         peak_suspect=s.peaks.suspect if s.peaks is not None else None,
     )
-    return replace(s, regime=verdict(s.results, s.basis, s.engine, reports))
+    return replace(s, regime=verdict(s.results, s.engine, reports))
 
 
 RUN_STAGES: tuple[RunStage, ...] = (

@@ -17,6 +17,7 @@ from tracekit.core.analysis import (
     Bubbles,
     Collectives,
     EngineStats,
+    EvidenceKind,
     KvReport,
     MoeReport,
     RankResult,
@@ -65,7 +66,6 @@ class Reports:
 
 def verdict(
     ranks: Sequence[RankResult],
-    basis: str,
     engine: EngineStats | None = None,
     reports: Reports | None = None,
 ) -> Regime:
@@ -106,32 +106,16 @@ def verdict(
         threshold=best.threshold,
         score=scores[best.name],
     )
-    evidence = _deciding(best.name, ranks, basis, rep)
+    evidence = _deciding(best.name, rep)
     if engine is not None:
-        preemptions = (
-            f"{engine.preemptions} preemption(s)"
-            if engine.preemptions_measured
-            else "preemptions not measured"
-        )
-        evidence.append(
-            f"KV cache: peak {engine.kv_usage_max:.0%}, mean {engine.kv_usage_mean:.0%}"
-            f"; running batch peak {engine.running_max}; requests waiting "
-            f"{engine.waiting_share:.0%} of the time; {preemptions} (whole run, {engine.source})"
-        )
+        evidence.append("engine")
     if share[IDLE] > IDLE_EVIDENCE:
-        evidence.append(
-            f"device idle with no traced host activity: {share[IDLE]:.1%} of the "
-            "window (waiting for requests, or untraced work)"
-        )
+        evidence.append("idle")
     if best.name != "host-bound" and share[HOST] > HOST_EVIDENCE:
-        evidence.append(f"host overhead: {share[HOST]:.1%} of the window (trace buckets)")
+        evidence.append("host")
     added = rep.context.overhead.added_share.value if rep.context else None
     if added and share[HOST] > HOST_EVIDENCE:
-        evidence.append(
-            f"profiler overhead: ≈{added:.0%} of the profiled window's step time is the "
-            "profiler's own cost, counted under host (profiled vs unprofiled steps of the same "
-            "shape, steps/)"
-        )
+        evidence.append("profiler_overhead")
     runners = [RunnerUp(r.name, scores[r.name]) for r in ranked[1:3] if scores[r.name] > 0]
     return Regime(
         name=best.name,
@@ -145,86 +129,20 @@ def verdict(
     )
 
 
-def _deciding(name: str, ranks: Sequence[RankResult], basis: str, rep: Reports) -> list[str]:
-    """The figures behind the winning regime, each naming its source."""
-    out: list[str] = []
+def _deciding(name: str, rep: Reports) -> list[EvidenceKind]:
+    """Which of the Analysis's figures stand behind the winning regime (the renderers word
+    them: ``tracekit.render.verdict``)."""
     if name in ("compute-bound", "hbm-bound"):
-        out.append(f"compute vs HBM split: {basis}")
-        out += _step_mix(rep.step_stats)
-        out += _roofline_lines(ranks)
-    elif name == CAPACITY.name and rep.kv is not None:
-        out += rep.kv.evidence
-    elif name == "interconnect-bound" and rep.collectives is not None:
-        out += _collective_lines(rep.collectives)
-    elif name == "bubble-bound":
-        out += rep.bubbles.evidence if rep.bubbles is not None else []
-        if rep.collectives is not None:
-            p2p = [k for k in rep.collectives.kinds if k.kind == "p2p"]
-            out += _collective_lines(Collectives(kinds=p2p, waits=[], evidence=[]))
-    elif name == "routing-bound" and rep.moe is not None:
-        out += rep.moe.evidence
-    return out
-
-
-def _step_mix(stats: Sequence[StepStats]) -> list[str]:
-    total = next((s.total_ns for s in stats if s.kind == "all"), 0)
-    if not total:
-        return []
-    parts = [
-        f"{s.kind} {s.total_ns / total:.0%} ({s.count} steps)"
-        for s in stats
-        if s.kind != "all" and s.total_ns
-    ]
-    return ["engine step time: " + ", ".join(parts) + " (trace steps)"]
-
-
-def _roofline_lines(ranks: Sequence[RankResult]) -> list[str]:
-    out: list[str] = []
-    for r in ranks:
-        roof = r.roofline
-        if roof is None or not roof.kinds:
-            continue
-        for k in roof.kinds:
-            if k.kind == "all":
-                continue
-            achieved = (
-                k.model_error
-                if k.model_error
-                else f"achieved {k.flops_pct:.1f}% of peak FLOP/s, "
-                f"{k.bandwidth_pct:.1f}% of peak bandwidth"
-            )
-            out.append(
-                f"{r.label} {k.kind}: {k.compute_steps}/{k.steps} steps compute-bound, "
-                f"intensity {k.intensity:.1f} FLOP/byte vs ridge {roof.ridge:.1f}; {achieved} "
-                f"({roof.basis}, {roof.device})"
-            )
-        if len(out) >= 4:
-            break
-    return out
-
-
-def _collective_lines(c: Collectives) -> list[str]:
-    out = []
-    for k in c.kinds:
-        line = (
-            f"{k.kind}: {k.calls} calls, exposed {k.exposed_ns / 1e6:.2f} ms, overlapped "
-            f"{k.overlapped_ns / 1e6:.2f} ms (trace partition)"
-        )
-        if k.matched:
-            line += (
-                f"; {k.matched} matched across ranks, skew mean {k.skew_mean_ns / 1e3:.1f} µs,"
-                f" max {k.skew_max_ns / 1e3:.1f} µs (call starts)"
-            )
-        if k.bus_bandwidth is not None:
-            line += f"; bus bandwidth {k.bus_bandwidth / 1e9:.2f} GB/s ({k.size_source})"
-        out.append(line)
-    if c.waits:
-        worst = max(c.waits, key=lambda w: w.wait_ns)
-        out.append(
-            f"most waiting: {worst.label} {worst.wait_ns / 1e6:.2f} ms for the slowest rank; "
-            + ", ".join(f"{w.label} last to arrive {w.last_arrivals}×" for w in c.waits)
-        )
-    return out + c.evidence
+        return ["basis", "step_mix", "roofline"]
+    if name == CAPACITY.name and rep.kv is not None:
+        return ["kv"]
+    if name == "interconnect-bound" and rep.collectives is not None:
+        return ["collectives"]
+    if name == "bubble-bound":
+        return ["bubbles", "p2p"]
+    if name == "routing-bound" and rep.moe is not None:
+        return ["moe"]
+    return []
 
 
 def _advice(rule: RegimeRule, rep: Reports) -> list[str]:

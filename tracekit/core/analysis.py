@@ -282,6 +282,27 @@ class Signal(msgspec.Struct, frozen=True, kw_only=True):
     score: float  # share / threshold; below 1 no regime reached its threshold
 
 
+#: The figures that can stand behind a verdict, each a part of the Analysis: ``basis``
+#: (``compute_hbm_basis``), ``step_mix`` (``step_stats``), ``roofline`` (each rank's
+#: ``roofline``), ``kv``, ``collectives``, ``p2p`` (the collectives' p2p kind), ``bubbles``,
+#: ``moe``, ``engine`` (the KV-cache timeline), ``idle`` and ``host`` (the bucket shares), and
+#: ``profiler_overhead`` (``context.overhead``). Renderers word them from those parts.
+EvidenceKind = Literal[
+    "basis",
+    "step_mix",
+    "roofline",
+    "kv",
+    "collectives",
+    "p2p",
+    "bubbles",
+    "moe",
+    "engine",
+    "idle",
+    "host",
+    "profiler_overhead",
+]
+
+
 class RunnerUp(msgspec.Struct, frozen=True):
     name: str
     score: float
@@ -292,7 +313,7 @@ class Regime(msgspec.Struct, frozen=True, kw_only=True):
     label: str
     scores: dict[str, float]
     signal: Signal
-    evidence: list[str]  # the supporting figures, each naming its source
+    evidence: list[EvidenceKind]  # the parts of the Analysis that support the verdict
     advice: list[str]
     runners_up: list[RunnerUp]
     not_assessed: dict[str, str]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tracekit.core.analysis import Analysis, RankResult, Regime
+from tracekit.core.analysis import Analysis, RankResult
 from tracekit.core.buckets import BUCKETS
 from tracekit.core.partition import RankPartition
 from tracekit.core.rundir import StepRecord, read_steps
@@ -114,7 +114,7 @@ def emit_trace(
     if analysis.ranks:
         lane = ids.track(REGIME_LANE, "track", run.pid, run.uuid, 0)
         sink.track(lane)
-        sink.slices(_regime_slice(lane, analysis.regime, analysis.ranks))
+        sink.slices(_regime_slice(lane, analysis))
     return dict(plan.counts)
 
 
@@ -297,12 +297,13 @@ def _engine_owner(trace: Trace, processes: list[Track], engine: int) -> Track | 
     return None
 
 
-def _regime_slice(track: Track, regime: Regime, results: list[RankResult]) -> Slices:
+def _regime_slice(track: Track, analysis: Analysis) -> Slices:
+    regime, results = analysis.regime, analysis.ranks
     lo = min(r.window_start_ns for r in results)
     hi = max(r.window_start_ns + r.window_ns for r in results)
     args: dict[str, Arg] = {
         "regime": regime.name,
-        "evidence": " | ".join(evidence_lines(regime)),
+        "evidence": " | ".join(evidence_lines(analysis)),
         "runners_up": runners_up(regime),
         "advice": " | ".join(regime.advice),
     }

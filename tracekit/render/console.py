@@ -140,7 +140,7 @@ def _summary(a: Analysis) -> Text:
 def _verdict(a: Analysis) -> Panel:
     r = a.regime
     lines: list[RenderableType] = [Text(r.label, style="bold")]
-    lines.append(bullets(evidence_lines(r), indent=0))
+    lines.append(bullets(evidence_lines(a), indent=0))
     if r.advice:
         lines.append(bullets([Text(adv, style="green") for adv in r.advice], "→", indent=0))
     if r.runners_up:
