@@ -75,19 +75,19 @@ def test_sweep_tp1_tp2_pp2(tp_sweep: Sweep) -> None:
     out, proc, workload = tp_sweep.out, tp_sweep.proc, tp_sweep.workload
     print(proc.stdout)  # the comparison, for the record (pytest -s)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    labels = [layout.label for layout in parse_layouts(LAYOUTS)]
+    labels = [layout.spec for layout in parse_layouts(LAYOUTS)]
     assert sorted(p.name for p in out.iterdir()) == sorted([*labels, SWEEP_FILE, COMPARISON_FILE])
     record = read_record(out)
     assert record is not None
     assert (record.status, record.layouts) == ("complete", labels)
     for layout in parse_layouts(LAYOUTS):
-        entry = record.runs[layout.label]
+        entry = record.runs[layout.spec]
         assert (entry.status, entry.exit_code) == ("complete", 0)
-        assert entry.plugin_layout == layout.label and entry.argv == workload
+        assert entry.plugin_layout == layout.spec and entry.argv == workload
         assert entry.warnings == []
-        manifest = rundir.read_manifest(out / layout.label)
+        manifest = rundir.read_manifest(out / layout.spec)
         assert manifest.status == "complete"
-        assert manifest.layout == layout.manifest()
+        assert manifest.layout == layout
         assert len(manifest.ranks) == layout.devices
     comparison = from_json((out / COMPARISON_FILE).read_bytes())
     rows = {r.name: r for r in comparison.runs}
