@@ -9,11 +9,10 @@ import msgspec
 import numpy as np
 import pytest
 
-from analyzers.engine.driver import analyze_trace
+from analyzers.engine.driver import analyze_trace, settle_loaded
 from analyzers.rank.kv_stall import stalled
 from analyzers.rank.rank_stages import RankState, run_stages
 from analyzers.read.loader import load
-from analyzers.read.run_facts import run_facts
 from analyzers.read.vllm_log import LogRecord
 from tests.builders import annotation, cpu_op, write_trace
 from tracekit.core import rundir
@@ -173,7 +172,7 @@ def test_segments_and_buckets_agree(tmp_path: Path) -> None:
     """Every stage keeps the partition exact; segment labels sum to the buckets."""
     run = make_run(tmp_path, step_events(), records(), kv_cache=KV_CACHE)
     trace = load(run)
-    state = run_stages(RankState(trace.ranks[0], trace.names, facts=run_facts(trace)))
+    state = run_stages(RankState(trace.ranks[0], trace.names, facts=settle_loaded(trace).facts))
     att = state.attribution
     assert att is not None
     lengths = np.diff(att.partition.bounds)
@@ -230,7 +229,7 @@ def log_run(root: Path, records_: list[StepRecord] | None = None) -> Path:
 
 def test_log_lines_stand_in_for_steps(tmp_path: Path) -> None:
     trace = load(log_run(tmp_path))
-    facts = run_facts(trace)
+    facts = settle_loaded(trace).facts
     logged = [r for r in facts.records if isinstance(r, LogRecord)]
     assert len(logged) == len(facts.records)
     assert [(r.ts_ns - BASE, r.interval_ns, r.waiting) for r in logged] == [
@@ -274,7 +273,7 @@ def test_log_lines_stand_in_for_steps(tmp_path: Path) -> None:
 
 def test_steps_win_over_log_lines(tmp_path: Path) -> None:
     step = StepRecord(ts_ns=BASE + SEC, running=1, kv_usage=0.1)
-    facts = run_facts(load(log_run(tmp_path, [step])))
+    facts = settle_loaded(load(log_run(tmp_path, [step]))).facts
     assert facts.records == (step,)
     kv = analyze_trace(load(log_run(tmp_path / "b", [step]))).kv
     assert kv is not None and not any("vLLM log lines" in e for e in kv.evidence)

@@ -21,9 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from analyzers.engine.driver import analyze, analyze_trace
+from analyzers.engine.driver import analyze, analyze_trace, settle_loaded
 from analyzers.read.loader import load
-from analyzers.read.run_facts import run_facts
 from analyzers.read.vllm_log import LogRecord
 from tests.conftest import NEEDS_VLLM, REPO, VLLM_ENV, VLLM_PY
 from tracekit.core import rundir
@@ -89,14 +88,14 @@ def test_log_lines_match_steps(serve_run: Path, tmp_path: Path) -> None:
     lines = [int(m.group(1)) for m in map(STATS.search, text.splitlines()) if m]
     assert lines.count(0) >= 2 and lines.count(1) >= 2, "vLLM logged too few stats lines"
     steps = rundir.read_steps(serve_run)
-    with_steps = run_facts(load(serve_run))
+    with_steps = settle_loaded(load(serve_run)).facts
     assert with_steps.records == tuple(steps) and steps  # steps/ wins while it is there
 
     bare = tmp_path / "no-steps"
     shutil.copytree(serve_run, bare)
     shutil.rmtree(bare / rundir.STEPS)
     trace = load(bare)
-    records = [r for r in run_facts(trace).records if isinstance(r, LogRecord)]
+    records = [r for r in settle_loaded(trace).facts.records if isinstance(r, LogRecord)]
     assert len(records) == len(lines)
     assert sorted(r.engine for r in records) == sorted(lines)
     for r in records:

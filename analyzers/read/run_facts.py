@@ -2,14 +2,14 @@
 
 ``manifest_facts`` reads the manifest (model config, layout, KV cache) and the per-step
 records (``steps/``, else vLLM's logged stats); ``device_spec`` picks the peaks ranks are
-judged against. ``run_facts`` combines both for a loaded Trace; the rank pool settles the
-peaks itself once every rank has said what its devices are.
+judged against, which the driver settles once every rank has said what its devices are
+(``analyzers.engine.settle``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from tracekit.core.hardware import DeviceSpec
 from tracekit.core.layout import Layout
 from tracekit.core.model_config import ModelConfig
 from tracekit.core.rundir import StepRecord
-from tracekit.core.trace_model import RankId, Trace
+from tracekit.core.trace_model import RankId
 
 
 @dataclass(frozen=True)
@@ -62,17 +62,6 @@ class RunFacts:
         """KV-cache bytes per token on one rank: 2 · layers · kv heads · head dim · dtype."""
         m = self.model
         return None if m is None else kv_bytes_per_token(m, shard, self.kv_dtype_bytes)
-
-
-def run_facts(trace: Trace) -> RunFacts:
-    """Model config, layout, KV cache, step records and device peaks of a run directory."""
-    facts = manifest_facts(trace.run_dir, trace.manifest)
-    spec, note = device_spec(
-        any(r.has_device for r in trace.ranks),
-        [n for r in trace.ranks for n in r.device_keys],
-        trace.manifest,
-    )
-    return replace(facts, spec=spec, spec_note=note)
 
 
 def device_spec(
