@@ -5,6 +5,7 @@ with ``machine`` (what the host is), ``peaks`` (the CPU probe, in the worker) an
 ``live_status`` (``--quiet``); ``vllm_plugin`` (entry point ``vllm.general_plugins``) installs
 ``engine_hooks`` and ``worker_hooks`` in every vLLM process under a capture, told what to do by
 ``settings`` and naming phases through ``phases``; ``layout`` rewrites a command for one layout
-and ``sweep_client`` drives a server through one (the sweep itself is ``tracekit.sweep``).
+and ``sweep_client`` drives a server through one (the sweep itself is ``tracekit.sweep``);
+``vllm_features`` finds each hook point in the installed vLLM by import (``tracekit doctor``).
 Imports the core only, never analyzers or a front end.
 """

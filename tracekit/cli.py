@@ -178,6 +178,7 @@ def capture(
 
 def _register() -> None:
     from tracekit.cli_compare import compare_command
+    from tracekit.cli_doctor import doctor_command
     from tracekit.cli_export import export_command, open_command
     from tracekit.cli_hw import hw_command
     from tracekit.cli_plan import plan_command
@@ -189,6 +190,7 @@ def _register() -> None:
     main.add_command(hw_command)
     main.add_command(sweep_command)
     main.add_command(plan_command)
+    main.add_command(doctor_command)
 
 
 _register()
