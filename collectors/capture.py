@@ -289,6 +289,8 @@ def finish(
         ranks, trace_notes = [], [f"could not organise traces/: {exc}"]
     notes += trace_notes
     engines = _engine_meta(run)
+    hooks = hook_record(run)
+    notes += rundir.hook_notes(hooks)
     first = engines[0] if engines else {}
     recorded, peaks_note = peaks.read(run, engines)
     notes += [peaks_note] if peaks_note else []
@@ -326,7 +328,7 @@ def finish(
         scheduler=first.get("scheduler"),
         compilation=first.get("compilation"),
         ranks=ranks,
-        capture=manifest.capture,
+        capture={**manifest.capture, **({"hooks": hooks} if hooks else {})},
         notes=notes,
     )
     rundir.write_manifest(run, final)
@@ -368,6 +370,25 @@ def _layout(engines: list[dict[str, Any]]) -> Layout:
         return Layout()
     layout = Layout(**engines[0].get("layout", {}))
     return msgspec.structs.replace(layout, dp=max(layout.dp, len(engines)))
+
+
+def hook_record(run: Path) -> dict[str, Any]:
+    """What the vLLM processes found of their hook points (``meta/hooks-*.json``, one per
+    process): a point missing in any of them is missing; an installer failing is listed."""
+    resolved: set[str] = set()
+    missing: dict[str, str] = {}
+    failed: dict[str, str] = {}
+    for path in sorted((run / META).glob("hooks-*.json")):
+        try:
+            got = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        resolved.update(got.get("resolved", []))
+        missing.update(got.get("missing", {}))
+        failed.update(got.get("failed", {}))
+    if not (resolved or missing or failed):
+        return {}
+    return {"resolved": sorted(resolved - set(missing)), "missing": missing, "failed": failed}
 
 
 def _has_steps(run: Path) -> bool:

@@ -14,10 +14,12 @@ never changes a plain vLLM run. Under a capture it installs, once per process:
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from typing import Any
 
-from collectors.settings import Settings, from_env
+from collectors.settings import META, Settings, from_env
 
 log = logging.getLogger(__name__)
 _INSTALLED: list[bool] = []  # once per process: vLLM may load plugins several times
@@ -28,6 +30,7 @@ def register() -> None:
     if settings is None or _INSTALLED:
         return
     _INSTALLED.append(True)
+    failed: dict[str, str] = {}
     for name, install in (
         ("engine-args hook (profiler config, layout)", _install_engine_args_hook),
         ("engine hooks", _install_engine_hooks),
@@ -38,6 +41,27 @@ def register() -> None:
             install(settings)
         except Exception as exc:  # an unknown vLLM version must not break the user's run
             log.warning("tracekit: %s not installed (%s: %s)", name, type(exc).__name__, exc)
+            failed[name] = f"{type(exc).__name__}: {exc}"
+    _record_hooks(settings, failed)
+
+
+def _record_hooks(settings: Settings, failed: dict[str, str]) -> None:
+    """What this process found of vLLM's hook points (``collectors.vllm_features``) and which
+    installers failed, for the manifest (``meta/hooks-PID.json``); never fails the run."""
+    try:
+        from collectors.vllm_features import resolve
+
+        got = resolve()
+        record = {
+            "resolved": [r.point.name for r in got if r.ok],
+            "missing": {r.point.name: f"{r.why}; {r.point.loses}" for r in got if not r.ok},
+            "failed": failed,
+        }
+        meta = settings.run_dir / META
+        meta.mkdir(parents=True, exist_ok=True)
+        (meta / f"hooks-{os.getpid()}.json").write_text(json.dumps(record))
+    except Exception as exc:
+        log.warning("tracekit: could not record vLLM's hook points (%s)", exc)
 
 
 def _install_engine_hooks(settings: Settings) -> None:

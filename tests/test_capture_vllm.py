@@ -8,6 +8,7 @@ never durations.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import tracekit
+from collectors.vllm_features import HOOK_POINTS
 from tests.conftest import NEEDS_VLLM, REPO, VLLM_ENV, VLLM_PY
 from tests.vllm_backend import (
     FORCED_GLOO_ENV,
@@ -104,6 +106,29 @@ def _steps(run: Path) -> list[rundir.StepRecord]:
     return rundir.read_steps(run)
 
 
+def test_a_hidden_hook_point_is_named_and_the_rest_recorded(tmp_path: Path) -> None:
+    """A vLLM without one hook point (hidden here, as another release might lack it): the
+    capture goes on, and the manifest and the report say what it could not record."""
+    hide = REPO / "tests" / "hide_hook"
+    env = {
+        **ENV,
+        "PYTHONPATH": os.pathsep.join(p for p in (str(hide), ENV.get("PYTHONPATH", "")) if p),
+        "TRACEKIT_TEST_HIDE": "vllm.v1.core.sched.scheduler:Scheduler._preempt_request",
+    }
+    out = tmp_path / "hidden"
+    assert _capture(out, "--eager", env=env) == 0, (tmp_path / "hidden.log").read_text()[-3000:]
+    manifest = rundir.read_manifest(out)
+    assert manifest.status == "complete"
+    missing = manifest.capture["hooks"]["missing"]
+    assert list(missing) == ["preemption count"]
+    assert missing["preemption count"].startswith("Scheduler has no _preempt_request")
+    line = "vLLM here lacks the hook point 'preemption count'"
+    assert any(n.startswith(line) for n in manifest.notes)
+    analysis = tracekit.analyze(out)
+    assert any(w.startswith(line) for w in analysis.warnings)
+    assert len(manifest.ranks) == 1 and analysis.engine is not None  # the rest was recorded
+
+
 def test_tp1_script(runs: Path) -> None:
     run = _run(runs, "tp1", "--eager")
     manifest = rundir.read_manifest(run)
@@ -120,6 +145,9 @@ def test_tp1_script(runs: Path) -> None:
         "head_dim": 64,
     }
     assert manifest.versions["vllm"].startswith("0.32")
+    hooks = manifest.capture["hooks"]  # every hook point found on this vLLM, none failed
+    assert (hooks["missing"], hooks["failed"]) == ({}, {})
+    assert len(hooks["resolved"]) == len(HOOK_POINTS)
     assert manifest.kv_cache and manifest.kv_cache["block_size"] > 0
     assert [r.file for r in manifest.ranks] == ["dp0_pp0_tp0_rank0.pt.trace.json.gz"]
     steps = _steps(run)

@@ -87,6 +87,7 @@ def _discover_run(run: Path) -> Discovered:
     files, skipped = _trace_files(traces) if traces.is_dir() else ([], ())
     present = {p.name for p in files}
     notes = [missing_note(name) for name in fields if name not in present]
+    notes += rundir.hook_notes(manifest.capture.get("hooks") or {})
     notes += skipped
     if manifest.status != "complete":
         notes.append(

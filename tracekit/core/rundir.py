@@ -150,3 +150,15 @@ def read_steps(run: Path) -> list[StepRecord]:
                 raise TracekitError(path, f"line {number}: invalid step record ({exc})") from None
     records.sort(key=lambda r: (r.ts_ns, r.engine))
     return records
+
+
+def hook_notes(hooks: dict[str, Any]) -> list[str]:
+    """One line per hook point this vLLM lacks and per plugin part that failed to install."""
+    out = [
+        f"vLLM here lacks the hook point {name!r}: {why}"
+        for name, why in hooks.get("missing", {}).items()
+    ]
+    out += [
+        f"tracekit's {name} did not install: {why}" for name, why in hooks.get("failed", {}).items()
+    ]
+    return out
