@@ -6,6 +6,7 @@ with ``machine`` (what the host is), ``peaks`` (the CPU probe, in the worker) an
 ``engine_hooks`` and ``worker_hooks`` in every vLLM process under a capture, told what to do by
 ``settings`` and naming phases through ``phases``; ``layout`` rewrites a command for one layout
 and ``sweep_client`` drives a server through one (the sweep itself is ``tracekit.sweep``);
-``vllm_features`` finds each hook point in the installed vLLM by import (``tracekit doctor``).
+``vllm_features`` finds each hook point in the installed vLLM by import (``tracekit doctor``);
+``meta_files`` reads back what the plugin left in ``meta/`` for the manifest.
 Imports the core only, never analyzers or a front end.
 """

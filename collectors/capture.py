@@ -12,7 +12,6 @@ A run that ends without any vLLM engine having loaded the plugin is ``nothing-re
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import os
 import re
@@ -29,7 +28,7 @@ from typing import IO, Any
 
 import msgspec
 
-from collectors import machine, peaks
+from collectors import machine, meta_files, peaks
 from collectors.settings import META, RAW_TRACES, Settings
 from tracekit.core import rundir
 from tracekit.core.errors import TracekitError
@@ -288,8 +287,8 @@ def finish(
     except OSError as exc:  # keep going: the manifest must still say how the run ended
         ranks, trace_notes = [], [f"could not organise traces/: {exc}"]
     notes += trace_notes
-    engines = _engine_meta(run)
-    hooks = hook_record(run)
+    engines = meta_files.engines(run)
+    hooks = meta_files.hooks(run)
     notes += rundir.hook_notes(hooks)
     first = engines[0] if engines else {}
     recorded, peaks_note = peaks.read(run, engines)
@@ -372,34 +371,5 @@ def _layout(engines: list[dict[str, Any]]) -> Layout:
     return msgspec.structs.replace(layout, dp=max(layout.dp, len(engines)))
 
 
-def hook_record(run: Path) -> dict[str, Any]:
-    """What the vLLM processes found of their hook points (``meta/hooks-*.json``, one per
-    process): a point missing in any of them is missing; an installer failing is listed."""
-    resolved: set[str] = set()
-    missing: dict[str, str] = {}
-    failed: dict[str, str] = {}
-    for path in sorted((run / META).glob("hooks-*.json")):
-        try:
-            got = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        resolved.update(got.get("resolved", []))
-        missing.update(got.get("missing", {}))
-        failed.update(got.get("failed", {}))
-    if not (resolved or missing or failed):
-        return {}
-    return {"resolved": sorted(resolved - set(missing)), "missing": missing, "failed": failed}
-
-
 def _has_steps(run: Path) -> bool:
     return any(p.stat().st_size for p in (run / rundir.STEPS).glob("*.jsonl"))
-
-
-def _engine_meta(run: Path) -> list[dict[str, Any]]:
-    out = []
-    for path in sorted((run / META).glob("engine-*.json")):
-        try:
-            out.append(json.loads(path.read_text()))
-        except (OSError, ValueError):
-            continue
-    return out

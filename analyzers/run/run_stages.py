@@ -36,10 +36,10 @@ from tracekit.core.analysis import (
     MoeReport,
     Peaks,
     RankResult,
-    Regime,
     StepStats,
     check_invariant,
 )
+from tracekit.core.regime_table import Regime
 from tracekit.core.run_context import RunContext
 from tracekit.core.version import __version__
 

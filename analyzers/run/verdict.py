@@ -17,13 +17,9 @@ from tracekit.core.analysis import (
     Bubbles,
     Collectives,
     EngineStats,
-    EvidenceKind,
     KvReport,
     MoeReport,
     RankResult,
-    Regime,
-    RunnerUp,
-    Signal,
     StepStats,
 )
 from tracekit.core.buckets import BUCKETS, HOST, IDLE
@@ -38,7 +34,11 @@ from tracekit.core.regime_table import (
     KV_SIGNAL,
     NOT_ASSESSED_CAPACITY,
     REGIME_RULES,
+    EvidenceKind,
+    Regime,
     RegimeRule,
+    RunnerUp,
+    Signal,
 )
 from tracekit.core.run_context import RunContext
 

@@ -15,6 +15,7 @@ from tracekit.core import versioned_json
 from tracekit.core.buckets import BUCKETS
 from tracekit.core.errors import TracekitError
 from tracekit.core.hardware import DeviceSpec
+from tracekit.core.regime_table import Regime
 from tracekit.core.run_context import RunContext
 from tracekit.core.trace_model import RankId
 
@@ -267,56 +268,6 @@ class MoeReport(msgspec.Struct, frozen=True, kw_only=True):
     experts: int | None
     experts_per_token: int | None
     evidence: list[str]
-
-
-class Signal(msgspec.Struct, frozen=True, kw_only=True):
-    """The figure that decided the verdict: the winning regime's signal, as a share of the
-    analysed time (summed over ``ranks``) or of engine step time, against its threshold."""
-
-    what: str  # the buckets it sums (``compute``, ``collective``, …), or the KV-cache signal
-    share: float
-    of: Literal["analysed time", "engine step time"]
-    ranks: int
-    source: str  # "trace buckets", or the step records it came from (steps/, vLLM log lines)
-    threshold: float
-    score: float  # share / threshold; below 1 no regime reached its threshold
-
-
-#: The figures that can stand behind a verdict, each a part of the Analysis: ``basis``
-#: (``compute_hbm_basis``), ``step_mix`` (``step_stats``), ``roofline`` (each rank's
-#: ``roofline``), ``kv``, ``collectives``, ``p2p`` (the collectives' p2p kind), ``bubbles``,
-#: ``moe``, ``engine`` (the KV-cache timeline), ``idle`` and ``host`` (the bucket shares), and
-#: ``profiler_overhead`` (``context.overhead``). Renderers word them from those parts.
-EvidenceKind = Literal[
-    "basis",
-    "step_mix",
-    "roofline",
-    "kv",
-    "collectives",
-    "p2p",
-    "bubbles",
-    "moe",
-    "engine",
-    "idle",
-    "host",
-    "profiler_overhead",
-]
-
-
-class RunnerUp(msgspec.Struct, frozen=True):
-    name: str
-    score: float
-
-
-class Regime(msgspec.Struct, frozen=True, kw_only=True):
-    name: str
-    label: str
-    scores: dict[str, float]
-    signal: Signal
-    evidence: list[EvidenceKind]  # the parts of the Analysis that support the verdict
-    advice: list[str]
-    runners_up: list[RunnerUp]
-    not_assessed: dict[str, str]
 
 
 class Peaks(msgspec.Struct, frozen=True, kw_only=True):

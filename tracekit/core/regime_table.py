@@ -34,7 +34,9 @@ graphs state is read from the run (``analyzers.read.run_config.execution``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Literal
+
+import msgspec
 
 from tracekit.core import buckets as b
 
@@ -210,3 +212,56 @@ NOT_ASSESSED_CAPACITY: Final = (
     "needs per-step KV-cache usage, running and waiting counts (a tracekit capture's "
     "steps/); not present in this input"
 )
+
+
+# --- the verdict as the Analysis holds it ------------------------------------------------
+
+
+class Signal(msgspec.Struct, frozen=True, kw_only=True):
+    """The figure that decided the verdict: the winning regime's signal, as a share of the
+    analysed time (summed over ``ranks``) or of engine step time, against its threshold."""
+
+    what: str  # the buckets it sums (``compute``, ``collective``, …), or the KV-cache signal
+    share: float
+    of: Literal["analysed time", "engine step time"]
+    ranks: int
+    source: str  # "trace buckets", or the step records it came from (steps/, vLLM log lines)
+    threshold: float
+    score: float  # share / threshold; below 1 no regime reached its threshold
+
+
+#: The figures that can stand behind a verdict, each a part of the Analysis: ``basis``
+#: (``compute_hbm_basis``), ``step_mix`` (``step_stats``), ``roofline`` (each rank's
+#: ``roofline``), ``kv``, ``collectives``, ``p2p`` (the collectives' p2p kind), ``bubbles``,
+#: ``moe``, ``engine`` (the KV-cache timeline), ``idle`` and ``host`` (the bucket shares), and
+#: ``profiler_overhead`` (``context.overhead``). Renderers word them from those parts.
+EvidenceKind = Literal[
+    "basis",
+    "step_mix",
+    "roofline",
+    "kv",
+    "collectives",
+    "p2p",
+    "bubbles",
+    "moe",
+    "engine",
+    "idle",
+    "host",
+    "profiler_overhead",
+]
+
+
+class RunnerUp(msgspec.Struct, frozen=True):
+    name: str
+    score: float
+
+
+class Regime(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    label: str
+    scores: dict[str, float]
+    signal: Signal
+    evidence: list[EvidenceKind]  # the parts of the Analysis that support the verdict
+    advice: list[str]
+    runners_up: list[RunnerUp]
+    not_assessed: dict[str, str]

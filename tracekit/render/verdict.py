@@ -12,13 +12,10 @@ from collections.abc import Sequence
 from tracekit.core.analysis import (
     Analysis,
     Collectives,
-    EvidenceKind,
-    Regime,
-    RunnerUp,
-    Signal,
     StepStats,
 )
 from tracekit.core.buckets import HOST, IDLE
+from tracekit.core.regime_table import EvidenceKind, Regime, RunnerUp, Signal
 
 
 def signal_lines(s: Signal) -> list[str]:
