@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -130,3 +131,25 @@ def test_what_a_worker_sends_back_is_small(tmp_path: Path) -> None:
     assert not isinstance(outcome, TracekitError)
     sent = len(pickle.dumps(outcome))
     assert sent < source.stat().st_size / 20, sent  # vs the gzip file: 216k events
+
+
+def test_no_room_for_the_spill_is_one_error_not_a_partial_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from analyzers.engine import file_jobs
+
+    folder = _ranks(tmp_path / "run", 2)
+
+    def full(*args: Any, **kwargs: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(file_jobs.pickle, "dump", full)
+    with pytest.raises(TracekitError, match=r"No space left on device\); point TMPDIR at"):
+        analyze(folder, jobs=1)
+
+    def read_only(*args: Any, **kwargs: Any) -> str:
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", read_only)
+    with pytest.raises(TracekitError, match="cannot make a folder for the parsed ranks"):
+        analyze(folder, jobs=1)

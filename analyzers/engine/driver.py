@@ -192,7 +192,14 @@ def _two_rounds(
     facts: RunFacts,
     manifest: dict[str, Any] | None,
 ) -> tuple[list[FileRead | None], SettledRun, list[list[RankOut] | None], list[TracekitError]]:
-    spill = tempfile.mkdtemp(prefix="tracekit-ranks-")
+    try:
+        spill = tempfile.mkdtemp(prefix="tracekit-ranks-")
+    except OSError as exc:
+        raise TracekitError(
+            tempfile.gettempdir(),
+            f"cannot make a folder for the parsed ranks ({exc.strerror or exc}); "
+            "point TMPDIR at a writable folder with room for them",
+        ) from None
     total = 2 * len(jobs)
     try:
         jobs = [replace(j, spill=spill) for j in jobs]
@@ -201,6 +208,13 @@ def _two_rounds(
         reads = [None if isinstance(o, TracekitError) else o for o in first]
         if not any(reads):
             raise failures[0]
+        spilled = next((r.spill_error for r in reads if r and r.spill_error), None)
+        if spilled:
+            raise TracekitError(
+                spill,
+                f"cannot keep the parsed ranks between the two rounds ({spilled}); "
+                "point TMPDIR at a folder with room for them",
+            )
         run = settle(facts, manifest, reads)
         _log_settled(run)
         todo = [

@@ -64,11 +64,15 @@ class RankOut:
 def read_file(job: FileJob) -> FileRead:
     """Round 1: parse, describe each rank, and spill the parsed ranks for round 2."""
     ranks, names, stats = _parse(job)
+    error = None
     if job.spill is not None:
-        os.makedirs(job.spill, exist_ok=True)
-        with open(spill_path(job), "wb") as out:
-            pickle.dump((ranks, names), out, protocol=pickle.HIGHEST_PROTOCOL)
-    return FileRead(tuple(header(r, names) for r in ranks), stats)
+        try:
+            os.makedirs(job.spill, exist_ok=True)
+            with open(spill_path(job), "wb") as out:
+                pickle.dump((ranks, names), out, protocol=pickle.HIGHEST_PROTOCOL)
+        except OSError as exc:  # the disk, not the trace: the parent stops the run
+            error = exc.strerror or str(exc)
+    return FileRead(tuple(header(r, names) for r in ranks), stats, error)
 
 
 def analyze_file(job: FileJob) -> list[RankOut]:

@@ -41,6 +41,7 @@ class FileRead:
 
     headers: tuple[RankHeader, ...]
     stats: FileStats
+    spill_error: str | None = None  # why the parsed ranks could not be kept for round 2
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,9 @@ the same Analysis.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, get_args
 
-import msgspec
 import numpy as np
 import numpy.typing as npt
 
@@ -76,14 +75,6 @@ class RankDigest:
     @property
     def identity(self) -> RankId:
         return self.result.identity
-
-    def with_identity(self, identity: RankId) -> RankDigest:
-        """The same rank under a settled identity (the stages read only dp and pp, which
-        settling never changes)."""
-        result = msgspec.structs.replace(
-            self.result, identity=identity, rank=identity.rank, label=identity.label
-        )
-        return replace(self, result=result)
 
 
 def digest(state: RankState, result: RankResult, facts: RunFacts | None) -> RankDigest:

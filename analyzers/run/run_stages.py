@@ -215,11 +215,6 @@ def analysis_of(s: RunState) -> Analysis:
     return analysis
 
 
-def merge(run: RunInfo, digests: Sequence[RankDigest], facts: RunFacts) -> Analysis:
-    """The run-level Analysis from every rank's digest, in rank order."""
-    return analysis_of(run_stages(RunState(run, tuple(digests), facts)))
-
-
 def compute_hbm_basis(results: Sequence[RankResult], facts: RunFacts) -> str:
     """Which basis each rank's compute vs HBM split used, in one sentence."""
     stepped = [r.label for r in results if r.compute_hbm_basis == ROOFLINE]
