@@ -41,6 +41,11 @@ class EngineRecorder:
         index = getattr(par, "data_parallel_index", None)
         self.dp = int(index if index is not None else par.data_parallel_rank or 0)
         self.scheduler = engine.scheduler
+        try:  # token counts per step; a vLLM without it records steps without them (doctor)
+            from vllm.v1.utils import compute_iteration_details
+        except ImportError:
+            compute_iteration_details = None
+        self.iteration_details = compute_iteration_details
         self.preemptions = 0
         self.scheduled_at: dict[int, int] = {}
         steps = settings.run_dir / STEPS
@@ -78,9 +83,7 @@ class EngineRecorder:
     def record(self, scheduler_output: Any) -> None:
         if self.out is None:
             return
-        from vllm.v1.utils import compute_iteration_details
-
-        details = compute_iteration_details(scheduler_output)
+        details = self.iteration_details(scheduler_output) if self.iteration_details else None
         sched = self.scheduler
         kv = getattr(getattr(sched, "kv_cache_manager", None), "usage", 0.0)
         rec = StepRecord(
@@ -90,8 +93,8 @@ class EngineRecorder:
             waiting=len(sched.waiting),
             kv_usage=float(kv),
             preemptions=self.preemptions,
-            prefill_tokens=details.num_ctx_tokens,
-            decode_tokens=details.num_generation_tokens,
+            prefill_tokens=details.num_ctx_tokens if details else 0,
+            decode_tokens=details.num_generation_tokens if details else 0,
         )
         self.preemptions = 0
         self.out.write(msgspec.json.encode(rec) + b"\n")
