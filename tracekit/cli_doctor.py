@@ -33,6 +33,7 @@ class Row:
     check: str
     status: Status
     detail: str
+    required: bool = False  # missing, a capture records no trace
 
 
 @click.command("doctor")
@@ -55,7 +56,7 @@ def doctor_command(out: Path, ranks: int, steps: int, width: int | None) -> None
     console, buffer = text_console(resolve_width(width, 100), sys.stdout.isatty())
     console.print(table(rows))
     click.echo(buffer.getvalue(), nl=False)
-    failed = [r.check for r in rows if r.status == "missing" and _required(r.check)]
+    failed = [r.check for r in rows if r.status == "missing" and r.required]
     if failed:
         click.echo(f"tracekit doctor: a capture here would record no trace: {', '.join(failed)}")
         sys.exit(1)
@@ -70,7 +71,7 @@ def checks(out: Path, ranks: int, steps: int) -> list[Row]:
         Row("tracekit", "info", _version("tracekit") or "not installed as a distribution"),
     ]
     vllm = vllm_version()
-    rows.append(Row("vllm", "ok" if vllm else "missing", vllm or "not installed here"))
+    rows.append(Row("vllm", "ok" if vllm else "missing", vllm or "not installed here", True))
     torch = _version("torch")
     rows.append(Row("torch", "ok" if torch else "missing", torch or "not installed here"))
     if vllm is None:
@@ -79,7 +80,7 @@ def checks(out: Path, ranks: int, steps: int) -> list[Row]:
     for r in resolved:
         status: Status = "ok" if r.ok else "missing"
         detail = r.found if r.found else f"{r.why}; without it: {r.point.loses}"
-        rows.append(Row(f"hook: {r.point.name}", status, detail))
+        rows.append(Row(f"hook: {r.point.name}", status, detail, r.point.required))
     window = {r.point.name: r.ok for r in resolved}
     opens = window["profiler config"] and window["profiler window by steps"]
     rows.append(
@@ -89,6 +90,7 @@ def checks(out: Path, ranks: int, steps: int) -> list[Row]:
             "--profiler-config, opened by EngineCore.profile(delay_iterations, max_iterations)"
             if opens
             else "no mechanism this tracekit drives on this vLLM: no trace would be recorded",
+            required=True,
         )
     )
     return [*rows, *_machine(out, ranks, steps)]
@@ -135,13 +137,6 @@ def _gpus() -> list[Row]:
         known = f"peaks known: {spec.name} ({spec.source})" if spec else f"no peaks: {why}"
         rows.append(Row(f"GPU {i}", "ok" if spec else "warn", f"{p.name}; {known}"))
     return rows
-
-
-def _required(check: str) -> bool:
-    from collectors.vllm_features import HOOK_POINTS
-
-    names = {f"hook: {p.name}" for p in HOOK_POINTS if p.required}
-    return check in names | {"vllm", "profiled window"}
 
 
 def _version(dist: str) -> str | None:

@@ -52,7 +52,6 @@ from tracekit.core.partition import RankPartition
 from tracekit.core.trace_model import Trace
 
 log = logging.getLogger(__name__)
-J = TypeVar("J")
 T = TypeVar("T")
 
 #: runs a worker function over file jobs, in job order: each job's result, or why its file is
