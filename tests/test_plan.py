@@ -53,52 +53,67 @@ def rank(p: Plan, dp: int, tp: int, pp: int, ep: bool = False) -> int:
 # --- the paper's four findings ---------------------------------------------------------------
 
 
-def test_finding1_small_dense_model_is_best_served_by_dp() -> None:
-    # 8B on 8×H100: one replica per GPU ranks first per device when the batch is limited by
-    # the scheduler (max_num_seqs), not by KV capacity
+def per_gpu_seqs(r: LayoutPlan) -> float:
+    """Sequences one GPU's KV cache holds in this layout (a replica's over its GPUs)."""
+    return r.max_seqs / (r.layout.tp * r.layout.pp)
+
+
+def test_finding1_8b_dp_is_throughput_efficient_under_chat() -> None:
+    # the paper: data parallelism is throughput-efficient for small models; 8B on 8×H100
+    # under chat: one replica per GPU ranks first, its batch set by the scheduler
+    # (max_num_seqs), not by the KV cache, and it is HBM-bound (decode)
     p = make("Llama-3.1-8B", "H100", "chat")
     assert p.best is not None and p.best.layout == Layout(8, 1, 1)
-    assert p.best.regime == "hbm-bound"
+    assert p.best.regime == "hbm-bound" and p.best.batch == 256 < p.best.max_seqs
     assert p.best.per_device > 1.15 * p.layouts[1].per_device
-    # under long reasoning DP=8 falls into the capacity trap: KV caps its batch at 43
-    reasoning = make("Llama-3.1-8B", "H100", "reasoning")
-    dp8 = row(reasoning, 8, 1, 1)
-    assert (dp8.max_seqs, dp8.batch, dp8.regime) == (43, 43, "capacity-bound")
-    assert reasoning.best is not None and dp8.per_device > 0.85 * reasoning.best.per_device
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs GPU calibration: the sourced, uncalibrated model ranks DP2×TP4 first (2,403 "
-    "vs DP8's 2,140 tok/s/GPU under 1k/16k): TP's freed weight memory holds 54 sequences per "
-    "GPU against DP8's 43 and KV reads dominate the round at a 9.2k mean context. No sourced "
-    "constant closes it (all-reduce latency even at 150 µs, 7.5× nccl-tests' ~20 µs, leaves "
-    "DP4×PP2 ahead on capacity); DP8 leads only if TP×PP > 1 ranks reach ≤ 88% of a single "
-    "GPU's kernel efficiency, which only GPU runs can measure (next test)",
-)
-def test_finding1_under_long_reasoning_dp8_ranks_first() -> None:
+def test_finding1_8b_dp_falls_into_the_capacity_trap_under_reasoning() -> None:
+    # the paper: on reasoning workloads (1k in / 16k out) KV pressure throttles each DP
+    # replica's batch (the capacity trap) and TP unlocks the stranded memory: DP8 is
+    # capacity-bound at 43 sequences, and a TP layout ahead of it holds more per GPU
     p = make("Llama-3.1-8B", "H100", "reasoning")
-    assert p.best is not None and p.best.layout == Layout(8, 1, 1)
+    dp8 = row(p, 8, 1, 1)
+    assert (dp8.max_seqs, dp8.batch, dp8.regime) == (43, 43, "capacity-bound")
+    assert p.best is not None and p.best.layout.tp > 1 and rank(p, 8, 1, 1) > 1
+    assert per_gpu_seqs(p.best) > per_gpu_seqs(dp8)
+    ahead = [r for r in p.layouts if r.feasible and r.rank is not None and r.rank < dp8.rank]
+    assert ahead and all(r.layout.tp > 1 or r.layout.pp > 1 for r in ahead)
+    # the trap costs throughput, but modestly (the paper: DP stays competitive)
+    assert dp8.per_device > 0.85 * p.best.per_device
 
 
-def test_finding1_under_reasoning_needs_a_measured_model_parallel_efficiency() -> None:
-    """CONDITIONAL, not a measurement: what a GPU calibration must find for the paper's
-    finding 1 to hold under long reasoning. ``model_parallel_efficiency`` (a TP × PP > 1
-    rank's kernel efficiency over a single GPU's, fitted by ``plan --calibrate`` from runs
-    of both kinds) at 0.88 or below puts DP8 first; at 0.89 DP2×TP4 still leads. No public
-    H100 figure for Llama-3.1-8B fixes it, so the default stays 1.0 (uncalibrated)."""
-    spec, work = presets.model("Llama-3.1-8B"), presets.workload("reasoning")
-    at = {e: plan(spec, H100, 8, work, Costs(model_parallel_efficiency=e)) for e in (0.88, 0.89)}
-    best = {e: p.best.layout if p.best else None for e, p in at.items()}
-    assert best == {0.88: Layout(8, 1, 1), 0.89: Layout(2, 4, 1)}
-    assert at[0.88].best is not None and at[0.88].best.regime == "capacity-bound"
-    # DP8 itself is unchanged (single-device replicas), the model-parallel layouts slow down
-    assert row(at[0.88], 8, 1, 1).per_device == row(make("Llama-3.1-8B", "H100", "reasoning"),
-                                                    8, 1, 1).per_device  # fmt: skip
-    # all-reduce latency alone never puts DP8 first: PP2 (no all-reduce) stays ahead on capacity
-    slow = plan(spec, H100, 8, work, Costs(allreduce_latency=150e-6))
-    assert slow.best is not None and slow.best.layout == Layout(4, 1, 2)
-    assert rank(slow, 4, 1, 2) < rank(slow, 8, 1, 1)
+def test_finding1_32b_is_past_the_crossover_even_under_chat() -> None:
+    # near 32B one replica per GPU leaves almost no KV cache: DP8 is capacity-bound already
+    # under chat (9 sequences) and a TP=2 layout leads; under reasoning it holds 1
+    chat, reasoning = make("Qwen2.5-32B", "H100", "chat"), make("Qwen2.5-32B", "H100", "reasoning")
+    assert row(chat, 8, 1, 1).regime == "capacity-bound" and row(chat, 8, 1, 1).max_seqs == 9
+    assert chat.best is not None and chat.best.layout == Layout(4, 2, 1)
+    assert row(reasoning, 8, 1, 1).batch == 1
+    assert reasoning.best is not None and reasoning.best.layout.tp > 1
+    assert per_gpu_seqs(reasoning.best) > 20 * per_gpu_seqs(row(reasoning, 8, 1, 1))
+
+
+@pytest.mark.parametrize("workload", ["chat", "reasoning"])
+def test_finding1_405b_has_no_data_parallel_option(workload: str) -> None:
+    # one FP8 405B replica needs all 8 H100s: no layout with DP > 1 fits
+    p = make("Llama-3.1-405B-FP8", "H100", workload)
+    assert all(not r.feasible for r in p.layouts if r.layout.dp > 1)
+    assert p.best is not None and p.best.layout == Layout(1, 8, 1)
+
+
+def test_finding1_deepseek_r1_trap_without_tp_relief() -> None:
+    # DeepSeek-R1 (MoE, MLA): DP attention with EP8 is first under chat and reasoning; under
+    # reasoning it is capacity-bound (35 sequences per replica), but TP cannot unlock memory
+    # here: MLA's latent KV is held whole on every TP rank, so no TP layout holds more per GPU
+    chat, reasoning = make("DeepSeek-R1", "H200", "chat"), make("DeepSeek-R1", "H200", "reasoning")
+    dp8 = Layout.of(8, 1, 1, experts=True)
+    assert chat.best is not None and chat.best.layout == dp8
+    assert reasoning.best is not None and reasoning.best.layout == dp8
+    trapped = row(reasoning, 8, 1, 1, ep=True)
+    assert (trapped.batch, trapped.regime) == (35, "capacity-bound")
+    tp = [r for r in reasoning.layouts if r.feasible and r.layout.tp > 1 and r.layout.pp == 1]
+    assert tp and all(per_gpu_seqs(r) <= per_gpu_seqs(trapped) for r in tp)
 
 
 def test_finding2_near_32b_one_replica_per_gpu_is_capacity_bound_tp2_wins() -> None:
@@ -270,7 +285,7 @@ def test_cli_json_and_config_path(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli(), [*args, "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
-    assert data["schema_version"] == PLAN_SCHEMA_VERSION == 2
+    assert data["schema_version"] == PLAN_SCHEMA_VERSION == 3
     assert data["gpus"] == 8 and data["gpu"] == "H100 SXM"
     assert data["best"] == "DP=8" and data["mean_context"] == 1280
     first = data["layouts"][0]
@@ -278,8 +293,8 @@ def test_cli_json_and_config_path(tmp_path: Path) -> None:
     assert first["layout"] == {"dp": 8, "tp": 1, "pp": 1, "ep": 1}
     back = from_json(result.output.encode(), "plan.json")  # typed, validated on read
     assert back.layouts[0].layout == Layout(8, 1, 1) and back.best == "DP=8"
-    with pytest.raises(TracekitError, match="plan schema_version 1; this tracekit reads version 2"):
-        from_json(result.output.replace('"schema_version": 2', '"schema_version": 1').encode())
+    with pytest.raises(TracekitError, match="plan schema_version 2; this tracekit reads version 3"):
+        from_json(result.output.replace('"schema_version": 3', '"schema_version": 2').encode())
     schema = json.loads((REPO / "tracekit" / "schema" / "plan.schema.json").read_text())
     assert schema == json_schema(), "regenerate with: python -m tracekit.core.plan_result"
     jsonschema.validate(data, schema)
@@ -296,13 +311,24 @@ def test_cli_lists_infeasible_layouts_with_the_reason() -> None:
     bad = [r for r in json.loads(result.output)["layouts"] if not r["feasible"]]
     assert len(bad) == 6 and all(r["rank"] is None and "exceed" in r["reason"] for r in bad)
     text = CliRunner().invoke(cli(), args).output
-    assert "infeasible DP=8: weights 405.8 GB" in text
+    assert "infeasible DP=8: weights 410.1 GB" in text  # FP8 layers + 16-bit embedding, head
 
 
 @pytest.mark.parametrize(
     ("args", "content", "message"),
     [
-        (["--model", "Llama-9B"], None, "no model preset or config file 'Llama-9B'"),
+        (
+            ["--model", "Llama-9B"],
+            None,
+            "no model preset, config file or Hugging Face id 'Llama-9B'",
+        ),
+        (
+            ["--model", "org/absent-model"],
+            None,
+            "has no config.json in the local Hugging Face cache",
+        ),
+        (["--slo", "ttft=fast"], None, "bad --slo 'ttft=fast'"),
+        (["--gpu-spec", "/nonexistent/gpu.json", "--gpu", ""], None, "unreadable GPU spec"),
         (["--gpu", "V100"], None, "no device named 'V100'"),
         (["--workload", "long"], None, "bad workload 'long'"),
         (["--workload", "10:0"], None, "bad workload '10:0'"),
@@ -312,8 +338,13 @@ def test_cli_lists_infeasible_layouts_with_the_reason() -> None:
     ],
 )
 def test_bad_input_is_one_line_exit_2(
-    tmp_path: Path, args: list[str], content: str | None, message: str
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    content: str | None,
+    message: str,
 ) -> None:
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     options = {"--model": "Llama-3.1-8B", "--gpu": "H100", "--gpus": "8"}
     if content is not None:
         (tmp_path / "config.json").write_text(content)

@@ -19,9 +19,16 @@ Per layout DP × TP × PP (and, for MoE, EP over the DP × TP ranks of a stage, 
   combine cost their latency + message / link; PP stages hand activations on (latency +
   message / link), and the round lasts PP × the slowest stage (+ scheduling): the rest is
   bubble.
-* **throughput per device** = B / round / (TP × PP); the regime is scored on the round's
-  shares with the thresholds of ``tracekit.core.regime_table`` (capacity: the share of the asked-for
-  batch the KV cache cannot hold); layouts rank by throughput per device.
+* **throughput per device** = B / round / (TP × PP); layouts rank by it. **TPOT** is the
+  round; **TTFT** the prompt's prefill through every PP stage plus one round (the step that
+  carries it also carries the running batch). The **regime** agrees with the shares: the
+  bucket with the largest share of the round, except capacity-bound where the KV cache holds
+  less than ``1 − CAPACITY.threshold`` of the batch asked for (the capacity trap).
+* **precision**: weights, KV cache and activations at ``ModelSpec``'s precisions; GEMMs at
+  the GPU's dense peak for ``precision.compute_precision`` (FP8 tensor cores on Hopper; int4
+  weight-only at the 16-bit rate); the embedding and LM head stay 16-bit.
+* **nodes**: with ``gpus_per_node``, TP stays within a node unless ``tp_across_nodes``; a TP
+  group, PP hand-off or EP group that spans nodes uses the inter-node link.
 
 Latencies, efficiencies and the host overhead per step are in ``Costs`` (what
 ``analyzers.planning.calibration`` fits to captured runs; a rank of a TP × PP > 1 replica runs at
@@ -33,6 +40,7 @@ replaces the memory model's remainder.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Final
 
 import msgspec
@@ -50,12 +58,33 @@ from tracekit.core import buckets as b
 from tracekit.core.hardware import GB, DeviceSpec
 from tracekit.core.layout import Layout
 from tracekit.core.model_config import ModelConfig, ModelSpec
+from tracekit.core.plan_gpu import PlanGpu, builtin
 from tracekit.core.plan_result import Costs, LayoutPlan, Plan, Workload
+from tracekit.core.precision import compute_precision
 from tracekit.core.regime_table import CAPACITY, REGIME_RULES
 
 #: the model's constants before calibration (roofline peaks, sourced latencies)
 DEFAULT_COSTS: Final = Costs()
 BUCKETS: Final = (b.COMPUTE, b.HBM, b.COLLECTIVE, b.MOE_ROUTING, b.BUBBLE, b.HOST)
+
+
+@dataclass(frozen=True)
+class Nodes:
+    """GPUs per node (one NVLink / Infinity Fabric domain) and whether TP may span nodes."""
+
+    gpus_per_node: int
+    tp_across: bool = False
+
+
+@dataclass(frozen=True)
+class Links:
+    """Bandwidth (bytes/s, at the link efficiency) and latency of each kind of transfer."""
+
+    tp: float
+    tp_latency: float
+    pp: float
+    pp_latency: float
+    ep: float
 
 
 def layouts(gpus: int, moe: bool) -> list[Layout]:
@@ -70,52 +99,123 @@ def layouts(gpus: int, moe: bool) -> list[Layout]:
     return out
 
 
+def setup(
+    spec: ModelSpec,
+    gpu: DeviceSpec | PlanGpu,
+    c: Costs = DEFAULT_COSTS,
+    gpus_per_node: int | None = None,
+    tp_across_nodes: bool = False,
+) -> tuple[DeviceSpec, str, Costs, Nodes]:
+    """The device with its GEMM peak at the model's compute precision, that precision, the
+    costs with the GPU's own link figures, and the nodes."""
+    hw = gpu if isinstance(gpu, PlanGpu) else builtin(gpu)
+    compute = compute_precision(spec.weights, spec.activation, hw.flops)
+    peak = hw.flops.get(compute) or hw.spec.flops
+    changes = {k: v for k, v in (("allreduce_latency", hw.link_latency),
+               ("internode_bandwidth", hw.internode_bandwidth),
+               ("internode_latency", hw.internode_latency)) if v is not None}  # fmt: skip
+    source = hw.spec.source.replace("(dense BF16)", f"(dense {compute.upper()})")
+    dev = msgspec.structs.replace(hw.spec, flops=peak, source=source)
+    nodes = Nodes(gpus_per_node or hw.gpus_per_node, tp_across_nodes)
+    return dev, compute, msgspec.structs.replace(c, **changes), nodes
+
+
 def plan(
-    spec: ModelSpec, gpu: DeviceSpec, gpus: int, work: Workload, costs: Costs = DEFAULT_COSTS
+    spec: ModelSpec,
+    gpu: DeviceSpec | PlanGpu,
+    gpus: int,
+    work: Workload,
+    costs: Costs = DEFAULT_COSTS,
+    gpus_per_node: int | None = None,
+    tp_across_nodes: bool = False,
 ) -> Plan:
-    m = spec.config
-    rows = [predict(spec, gpu, lay, work, costs) for lay in layouts(gpus, bool(m.experts))]
+    dev, compute, costs, nodes = setup(spec, gpu, costs, gpus_per_node, tp_across_nodes)
+    lays = layouts(gpus, bool(spec.config.experts))
+    rows = [predict(spec, dev, lay, work, costs, nodes) for lay in lays]
+    return ranked(spec, dev, gpus, work, costs, rows, compute, nodes)
+
+
+def ranked(
+    spec: ModelSpec,
+    dev: DeviceSpec,
+    gpus: int,
+    work: Workload,
+    costs: Costs,
+    rows: list[LayoutPlan],
+    compute: str,
+    nodes: Nodes,
+) -> Plan:
+    """The plan of ``rows``: feasible ones best first (by throughput per device), then the rest."""
     best_first = sorted((r for r in rows if r.feasible), key=lambda r: -r.per_device)
     ok = [msgspec.structs.replace(r, rank=i) for i, r in enumerate(best_first, 1)]
     bad = [r for r in rows if not r.feasible]
+    m = spec.config
     notes = [
         work.describe() + f"; mean context {work.mean_context:,.0f} tokens",
-        f"{gpu.name}: {gpu.flops / 1e12:,.3g} TFLOP/s, {gpu.bandwidth / 1e12:.3g} TB/s, "
-        + (f"{gpu.memory_bytes / GB:.0f} GB" if gpu.memory_bytes else "no memory figure")
-        + (f", link {gpu.interconnect / GB:.0f} GB/s per direction" if gpu.interconnect else "")
-        + f" ({gpu.source})",
-        f"weights {m.dtype_bytes} B/param, KV cache {spec.kv_dtype_bytes} B/element",
+        f"{dev.name}: {dev.flops / 1e12:,.4g} TFLOP/s dense {compute}, "
+        f"{dev.bandwidth / 1e12:.3g} TB/s, "
+        + (f"{dev.memory_bytes / GB:.0f} GB" if dev.memory_bytes else "no memory figure")
+        + (f", link {dev.interconnect / GB:.0f} GB/s per direction" if dev.interconnect else "")
+        + f" ({dev.source})",
+        f"weights {spec.weights} ({m.dtype_bytes:g} B/param; embedding and LM head "
+        f"{m.embed_bytes:g} B), KV cache {spec.kv} ({spec.kv_dtype_bytes:g} B/element), "
+        f"GEMMs at the {compute} peak",
     ]
+    if gpus > nodes.gpus_per_node:
+        notes.append(
+            f"{math.ceil(gpus / nodes.gpus_per_node)} nodes of {nodes.gpus_per_node} GPUs; "
+            f"between nodes {costs.internode_bandwidth / GB:.0f} GB/s per direction per GPU, "
+            f"{costs.internode_latency * 1e6:.0f} µs; TP "
+            + ("may span nodes" if nodes.tp_across else "stays within a node")
+        )
     if costs.kv_cache_bytes is not None:
         notes.append(f"KV cache fixed at {costs.kv_cache_bytes / GB:.2f} GB per device")
-    if m.dtype_bytes == 1:
-        notes.append("FLOP/s peak is dense BF16; FP8 GEMMs can run up to 2× faster")
-    return Plan(spec.name, gpu.name, gpus, work, ok + bad, notes)
+    return Plan(spec.name, dev.name, gpus, work, ok + bad, notes, spec.weights, spec.kv, compute)
 
 
 def weight_bytes(m: ModelConfig, s: Shard) -> float:
     """Weights held by one rank of PP stage ``s.stage``: its layers (all local experts), the
-    embedding on the first stage and the LM head on the last (each split over TP)."""
+    embedding on the first stage and the LM head on the last (each split over TP, 16-bit)."""
     dense = 3 * m.hidden * m.intermediate / s.tp
     ffn = dense
     if m.experts and m.experts_per_token:
         local, expert, always = expert_weights(m, s)
         share = m.dense_layers / m.layers
         ffn = share * dense + (1 - share) * (local * expert + always)
-    size = s.layers(m.layers) * (attention_weights(m, s) + ffn)
+    size = s.layers(m.layers) * (attention_weights(m, s) + ffn) * m.dtype_bytes
     table = m.vocab * m.hidden / s.tp
-    size += table * ((s.stage == 0) + (s.stage == s.pp - 1))
-    return size * m.dtype_bytes
+    return size + table * ((s.stage == 0) + (s.stage == s.pp - 1)) * m.embed_bytes
 
 
 def _reject(lay: Layout, reason: str, w: float = 0.0, a: float = 0.0) -> LayoutPlan:
     return LayoutPlan(lay, False, reason, w / GB, a / GB, 0.0, 0, 0, 0.0, 0.0, 0.0, label=lay.label)
 
 
+def links(gpu: DeviceSpec, lay: Layout, c: Costs, nodes: Nodes | None = None) -> Links:
+    """Each transfer's link: within a node, or between nodes where its group spans them."""
+    near = (gpu.interconnect or gpu.bandwidth) * c.link_efficiency
+    far = min(c.internode_bandwidth, gpu.interconnect or c.internode_bandwidth)
+    far *= c.link_efficiency
+    per = nodes.gpus_per_node if nodes else lay.devices
+    tp_far, pp_far, ep_far = lay.tp > per, lay.tp * lay.pp > per, lay.dp * lay.tp > per
+    return Links(
+        tp=far if tp_far else near,
+        tp_latency=c.internode_latency if tp_far else c.allreduce_latency,
+        pp=far if pp_far else near,
+        pp_latency=c.internode_latency if pp_far else c.p2p_latency,
+        ep=far if ep_far else near,
+    )
+
+
 def predict(
-    spec: ModelSpec, gpu: DeviceSpec, lay: Layout, work: Workload, c: Costs = DEFAULT_COSTS
+    spec: ModelSpec,
+    gpu: DeviceSpec,
+    lay: Layout,
+    work: Workload,
+    c: Costs = DEFAULT_COSTS,
+    nodes: Nodes | None = None,
 ) -> LayoutPlan:
-    """One layout's memory, capacity, decode round and regime (the module docstring)."""
+    """One layout's memory, capacity, decode round, latencies and regime (module docstring)."""
     m = spec.config
     ep = lay.ep
     if m.heads % lay.tp:
@@ -124,6 +224,9 @@ def predict(
         return _reject(lay, f"{m.layers} layers do not fill PP={lay.pp} stages")
     if m.experts and ep > 1 and m.experts % ep:
         return _reject(lay, f"{m.experts} experts do not split over EP={ep}")
+    if nodes and lay.tp > nodes.gpus_per_node and not nodes.tp_across:
+        return _reject(lay, f"TP={lay.tp} would span nodes of {nodes.gpus_per_node} GPUs "
+                       "(--tp-across-nodes allows it)")  # fmt: skip
     shards = [Shard(lay.tp, lay.pp, ep, stage) for stage in range(lay.pp)]
     weights = max(weight_bytes(m, s) for s in shards)
     routed = (m.experts_per_token or 0) * (m.moe_intermediate or m.intermediate)
@@ -156,20 +259,31 @@ def predict(
     if work.concurrency:
         demand = min(demand, math.ceil(work.concurrency / lay.dp))
     batch = min(max_seqs, demand)
-    round_s, parts = _round(spec, gpu, lay, work, c, shards, batch, ep)
+    link = links(gpu, lay, c, nodes)
+    round_s, parts, prefill_s = _round(spec, gpu, lay, work, c, shards, batch, link)
     per_device = batch / round_s / (lay.tp * lay.pp)
     shares = {k: v / round_s for k, v in parts.items()}
-    scores = {r.name: shares.get(r.buckets[0], 0.0) / r.threshold for r in REGIME_RULES}
-    scores = {k: v for k, v in scores.items() if v > 0}
-    if batch < demand:
-        scores[CAPACITY.name] = (1 - batch / demand) / CAPACITY.threshold
-    regime = max(scores, key=lambda k: scores[k])
+    regime, scores = regime_of(shares, batch, demand)
     return LayoutPlan(
         lay, True, "", weights / GB, act / GB, kv / GB, max_seqs, batch, round_s * 1e3,
-        per_device * lay.dp * lay.tp * lay.pp, per_device, shares, regime,
-        {k: round(v, 3) for k, v in sorted(scores.items(), key=lambda kv: -kv[1])},
-        label=lay.label,
+        per_device * lay.dp * lay.tp * lay.pp, per_device, shares, regime, scores,
+        label=lay.label, concurrency=batch * lay.dp, ttft_ms=(prefill_s + round_s) * 1e3,
+        tpot_ms=round_s * 1e3,
     )  # fmt: skip
+
+
+def regime_of(shares: dict[str, float], batch: int, demand: int) -> tuple[str, dict[str, float]]:
+    """The regime that agrees with the shares: capacity-bound where the KV cache holds less
+    than ``1 − CAPACITY.threshold`` of the batch asked for, else the largest share's. Scores:
+    each regime's share of the round (capacity: the share of the batch the cache cannot hold)."""
+    scores = {r.name: round(shares.get(r.buckets[0], 0.0), 3) for r in REGIME_RULES}
+    scores = {k: v for k, v in scores.items() if v > 0}
+    short = 1 - batch / demand
+    if short > 0:
+        scores[CAPACITY.name] = round(short, 3)
+    ordered = dict(sorted(scores.items(), key=lambda kv: -kv[1]))
+    by_share = max((k for k in ordered if k != CAPACITY.name), key=lambda k: ordered[k])
+    return (CAPACITY.name if short >= CAPACITY.threshold else by_share), ordered
 
 
 def _roof(cost: StepCost, gpu: DeviceSpec, c: Costs, scale: float = 1.0) -> tuple[str, float]:
@@ -189,13 +303,15 @@ def stage_time(
     context: float,
     routed: int | None = None,
     tokens: float | None = None,
+    link: Links | None = None,
 ) -> dict[str, float]:
     """One engine step of PP stage ``s.stage`` (seconds per bucket, host overhead not
     included): the roofline at the efficiencies, TP all-reduces, EP dispatch + combine and
-    the PP hand-off for ``tokens`` (default: the step's) activations."""
+    the PP hand-off for ``tokens`` (default: the step's) activations, over ``link``
+    (default: all within one node)."""
     m = spec.config
     ep = s.ep
-    link = (gpu.interconnect or gpu.bandwidth) * c.link_efficiency
+    link = link or links(gpu, lay, c)
     scale = c.model_parallel_efficiency if lay.tp * lay.pp > 1 else 1.0
     parts = dict.fromkeys(BUCKETS, 0.0)
     kv_b = kv_bytes_per_token(m, s, spec.kv_dtype_bytes)
@@ -208,15 +324,15 @@ def stage_time(
     msg = tokens * m.hidden * 2  # BF16 activations
     if lay.tp > 1:
         reduces = 2 * layers - (moe_layers if ep > 1 else 0)
-        each = c.allreduce_latency + 2 * (lay.tp - 1) / lay.tp * msg / link
+        each = link.tp_latency + 2 * (lay.tp - 1) / lay.tp * msg / link.tp
         parts[b.COLLECTIVE] += reduces * each
     if ep > 1:
         k = m.experts_per_token or 1
-        moved = 2 * k * msg * (ep - 1) / ep / link  # dispatch + combine
+        moved = 2 * k * msg * (ep - 1) / ep / link.ep  # dispatch + combine
         latency = c.dispatch_latency + c.combine_latency
         parts[b.MOE_ROUTING] += moe_layers * (latency + moved)
     if lay.pp > 1:
-        parts[b.BUBBLE] += c.p2p_latency + msg / link
+        parts[b.BUBBLE] += link.pp_latency + msg / link.pp
     return parts
 
 
@@ -228,22 +344,27 @@ def _round(
     c: Costs,
     shards: list[Shard],
     batch: int,
-    ep: int,
-) -> tuple[float, dict[str, float]]:
-    """One decode round's length and its bucket time, averaged over the PP stages."""
+    link: Links,
+) -> tuple[float, dict[str, float], float]:
+    """One decode round's length and its bucket time, averaged over the PP stages, and one
+    prompt's prefill through all stages."""
+    ep = lay.ep
     micro = batch / lay.pp
     finished = micro / work.output  # requests whose prefill lands in each micro-batch step
     decode = StepRow(0, 0, 0, 0, math.ceil(micro), math.ceil(micro))
     prefill = StepRow(0, 0, 1, work.prompt, 0, 0)
     routed = math.ceil(micro) * lay.dp if ep > 1 else None
     stages: list[dict[str, float]] = []
+    prefill_s = 0.0
     for s in shards:
         parts = stage_time(
-            spec, gpu, lay, c, s, decode, micro * work.mean_context, routed, tokens=micro
+            spec, gpu, lay, c, s, decode, micro * work.mean_context, routed, micro, link
         )
         pre = stage_time(
-            spec, gpu, lay, c, s, prefill, 0.0, work.prompt * lay.dp if ep > 1 else None
-        )
+            spec, gpu, lay, c, s, prefill, 0.0, work.prompt * lay.dp if ep > 1 else None,
+            link=link,
+        )  # fmt: skip
+        prefill_s += sum(pre.values()) + c.step_overhead
         for key, value in pre.items():
             parts[key] += finished * value
         parts[b.HOST] += c.step_overhead
@@ -259,4 +380,4 @@ def _round(
         for key, value in parts.items():
             total[key] += value
         total[b.BUBBLE] += max(0.0, round_s - sched - lay.pp * sum(parts.values())) / lay.pp
-    return round_s, total
+    return round_s, total, prefill_s

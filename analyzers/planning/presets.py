@@ -21,10 +21,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final
 
-from tracekit.core.dtypes import dtype_bytes
+from analyzers.planning import hf_cache, quantization
 from tracekit.core.errors import TracekitError
 from tracekit.core.model_config import ModelConfig, ModelSpec
 from tracekit.core.plan_result import Workload
+from tracekit.core.precision import bytes_of
 
 WORKLOADS: Final = {
     "reasoning": Workload("reasoning", 1024, 16384),
@@ -58,7 +59,10 @@ PRESETS: Final[dict[str, ModelSpec]] = {
     # https://huggingface.co/meta-llama/Llama-3.1-405B-Instruct-FP8: FP8 (FBGEMM row-wise)
     # linear weights, same shapes; BF16 KV cache. The one that fits 8×80 GB.
     "Llama-3.1-405B-FP8": ModelSpec(
-        "Llama-3.1-405B-FP8", replace(_LLAMA_405B, dtype_bytes=1), source="FP8 weights"
+        "Llama-3.1-405B-FP8",
+        replace(_LLAMA_405B, dtype_bytes=1),
+        source="FP8 weights",
+        precision="fp8",
     ),
     # https://huggingface.co/Qwen/Qwen2.5-32B/blob/main/config.json
     "Qwen2.5-32B": ModelSpec("Qwen2.5-32B", _dense(64, 5120, 40, 8, 27648, 152064)),
@@ -92,6 +96,7 @@ PRESETS: Final[dict[str, ModelSpec]] = {
             dense_layers=3,
         ),
         source="FP8 weights, MLA",
+        precision="fp8",
     ),
 }
 
@@ -113,16 +118,23 @@ def workload(text: str) -> Workload:
 
 
 def model(text: str) -> ModelSpec:
-    """A preset name (case-insensitive) or the path of a HF ``config.json`` (or its folder)."""
-    for name, spec in PRESETS.items():
-        if name.lower() == text.lower():
+    """A preset name (case-insensitive), the path of a HF ``config.json`` (or its folder),
+    or a HF model id in the local cache (``hf_cache``); precisions from the config
+    (``quantization``)."""
+    for preset, spec in PRESETS.items():
+        if preset.lower() == text.lower():
             return spec
     path = Path(text)
+    name: str | None = None
+    if hf_cache.looks_like_id(text):
+        path, name = hf_cache.config_path(text), text
     if path.is_dir():
         path = path / "config.json"
     if not path.is_file():
         raise TracekitError(
-            None, f"no model preset or config file {text!r}; presets: {', '.join(PRESETS)}"
+            None,
+            f"no model preset, config file or Hugging Face id {text!r}; presets: "
+            f"{', '.join(PRESETS)}",
         )
     try:
         data = json.loads(path.read_text())
@@ -130,7 +142,15 @@ def model(text: str) -> ModelSpec:
         raise TracekitError(path, f"unreadable config.json ({exc})") from None
     if not isinstance(data, dict):
         raise TracekitError(path, "config.json is not a JSON object")
-    return ModelSpec(str(data.get("_name_or_path") or path.parent.name), from_hf(data, path))
+    spec = ModelSpec(
+        name or str(data.get("_name_or_path") or path.parent.name),
+        from_hf(data, path),
+        source=str(path),
+        activation=quantization.activation_of(data),
+    )
+    return quantization.with_precision(
+        spec, quantization.weights_of(data), quantization.kv_of(data)
+    )
 
 
 def _int(data: Mapping[str, Any], path: Path, *keys: str, default: int | None = None) -> int:
@@ -149,8 +169,6 @@ def from_hf(data: Mapping[str, Any], path: Path) -> ModelConfig:
         data = {**data, **data["text_config"]}
     hidden = _int(data, path, "hidden_size")
     heads = _int(data, path, "num_attention_heads")
-    quant = data.get("quantization_config")
-    fp8 = isinstance(quant, dict) and "fp8" in str(quant.get("quant_method", "")).lower()
     experts = _int(data, path, "num_local_experts", "n_routed_experts", "num_experts", default=0)
     kv_lora = _int(data, path, "kv_lora_rank", default=0)
     nope = _int(data, path, "qk_nope_head_dim", default=0)
@@ -170,7 +188,7 @@ def from_hf(data: Mapping[str, Any], path: Path) -> ModelConfig:
         head_dim=head_dim,
         intermediate=_int(data, path, "intermediate_size"),
         vocab=_int(data, path, "vocab_size"),
-        dtype_bytes=1 if fp8 else dtype_bytes(data.get("torch_dtype") or data.get("dtype")),
+        dtype_bytes=bytes_of(quantization.weights_of(data)),
         experts=experts or None,
         experts_per_token=_int(data, path, "num_experts_per_tok", default=2) if experts else None,
         moe_intermediate=_int(data, path, "moe_intermediate_size", default=0) or None,

@@ -4,14 +4,15 @@ bytes (shared by the roofline stage and ``tracekit plan``).
 Per step, with n new tokens (prefill T + decode G) on a rank's shard (TP divides heads,
 FFN and vocab; PP gives a stage its layers as vLLM does; EP gives it E/ep whole experts):
 weights are read once per step (attention, the gated FFN or the experts the step's tokens
-touch, the router, the LM head on the last stage); linear FLOPs are 2 · n · active
-parameters; attention FLOPs and KV bytes follow the context the step reads
-(``step_cost``); KV bytes per token are 2 · layers · kv heads · head dim · dtype
+touch, the router, the LM head on the last stage: 16-bit in a quantised model); linear
+FLOPs are 2 · n · active parameters; attention FLOPs and KV bytes follow the context the
+step reads (``step_cost``); KV bytes per token are 2 · layers · kv heads · head dim · dtype
 (``kv_bytes_per_token``; MLA: its latent).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from analyzers.rank.step_annotations import StepRow
@@ -33,12 +34,12 @@ class Shard:
         return parts[min(self.stage, self.pp - 1)]
 
 
-def kv_bytes_per_token(m: ModelConfig, shard: Shard, kv_dtype_bytes: int | None = None) -> int:
+def kv_bytes_per_token(m: ModelConfig, shard: Shard, kv_dtype_bytes: float | None = None) -> int:
     """2 · layers · kv heads · head dim · dtype bytes; MLA: its latent, on every TP rank."""
     per, layers = kv_dtype_bytes or m.dtype_bytes, shard.layers(m.layers)
     if m.kv_latent:
-        return layers * m.kv_latent * per
-    return 2 * layers * max(1, m.kv_heads // shard.tp) * m.head_dim * per
+        return math.ceil(layers * m.kv_latent * per)
+    return math.ceil(2 * layers * max(1, m.kv_heads // shard.tp) * m.head_dim * per)
 
 
 def attention_weights(m: ModelConfig, s: Shard) -> float:
@@ -93,11 +94,11 @@ def step_cost(
     if step.context_requests:
         attn_flops += 2 * heads_r * m.head_dim * t * t / step.context_requests
     flops = layers * (2 * n * (attn_w + active) + attn_flops)
-    size = layers * ((attn_w + mlp_read) * m.dtype_bytes + n * act * m.dtype_bytes)
+    size = layers * ((attn_w + mlp_read) * m.dtype_bytes + n * act * m.act_bytes)
     size += kv_b * (n + t + context)
     if s.stage == s.pp - 1:
         rows = step.context_requests + step.generation_requests
         head = m.vocab * m.hidden / s.tp
         flops += 2 * rows * head
-        size += head * m.dtype_bytes + rows * m.vocab / s.tp * 4
+        size += head * m.embed_bytes + rows * m.vocab / s.tp * 4
     return StepCost(flops, size)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tracekit.core.dtypes import dtype_bytes
+from tracekit.core.precision import of_bytes
 
 
 @dataclass(frozen=True)
@@ -19,7 +20,7 @@ class ModelConfig:
     head_dim: int
     intermediate: int
     vocab: int
-    dtype_bytes: int
+    dtype_bytes: float  # weights' bytes per parameter (int4: 0.5)
     experts: int | None = None
     experts_per_token: int | None = None
     moe_intermediate: int | None = None  # per-expert FFN width; else ``intermediate``
@@ -28,6 +29,17 @@ class ModelConfig:
     kv_latent: int | None = None  # MLA: cached elements per token and layer, on every TP rank
     shared_experts: int = 0  # always-active experts per MoE layer (width ``moe_intermediate``)
     dense_layers: int = 0  # leading layers with a dense FFN of ``intermediate`` (MoE models)
+
+    @property
+    def embed_bytes(self) -> float:
+        """The embedding's and LM head's bytes per parameter: quantised checkpoints (FP8,
+        INT8, AWQ / GPTQ) quantise the linear layers and keep these at 16 bits."""
+        return max(self.dtype_bytes, 2)
+
+    @property
+    def act_bytes(self) -> float:
+        """Activations' bytes per value: W8A8 runs them at 8 bits, weight-only int4 at 16."""
+        return self.dtype_bytes if self.dtype_bytes >= 1 else 2
 
     @classmethod
     def from_manifest(cls, model: Mapping[str, Any] | None) -> ModelConfig | None:
@@ -56,10 +68,23 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A model to plan with: its name, its config, the KV cache's bytes per value, and where
-    the config came from."""
+    """A model to plan with: its name, its config, the KV cache's bytes per value, where the
+    config came from, and the precisions by name (``tracekit.core.precision``; empty: the
+    one the bytes stand for). ``activation``: the 16-bit type activations and an int4
+    model's GEMMs run at (the config's ``torch_dtype``)."""
 
     name: str
     config: ModelConfig
-    kv_dtype_bytes: int = 2
+    kv_dtype_bytes: float = 2
     source: str = ""
+    precision: str = ""
+    kv_precision: str = ""
+    activation: str = "bf16"
+
+    @property
+    def weights(self) -> str:
+        return self.precision or of_bytes(self.config.dtype_bytes, self.activation)
+
+    @property
+    def kv(self) -> str:
+        return self.kv_precision or of_bytes(self.kv_dtype_bytes, self.activation)

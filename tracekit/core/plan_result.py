@@ -17,7 +17,9 @@ from tracekit.core.layout import Layout
 from tracekit.core.model_config import ModelSpec
 
 #: 2: layouts as the core Layout with their label; RunFit and Calibration with their errors
-PLAN_SCHEMA_VERSION: Final = 2
+#: 3: precisions (weights, KV cache, GEMMs), each layout's concurrency, TTFT and TPOT, latency
+#: targets (``slo``), and suggestions when nothing fits; Costs with the inter-node link
+PLAN_SCHEMA_VERSION: Final = 3
 
 
 class Workload(msgspec.Struct, frozen=True):
@@ -54,6 +56,11 @@ class Costs(msgspec.Struct, frozen=True, kw_only=True):
     # all_reduce_perf latency at ≤1 MB, 8×H100); vLLM's custom all-reduce is faster at TP ≤ 8.
     allreduce_latency: float = 20e-6
     p2p_latency: float = 10e-6  # one PP send/recv of a decode micro-batch's activations
+    # Between nodes (``--gpus-per-node``): one 400 Gb/s NIC per GPU (DGX / HGX H100: eight
+    # ConnectX-7), 50 GB/s per direction; a small all-reduce or hand-off across nodes costs
+    # tens of µs more than within one (an assumption until calibrated on multi-node runs)
+    internode_bandwidth: float = 50e9
+    internode_latency: float = 50e-6
     # DeepEP low-latency kernels, EP8, 128 tokens/rank, hidden 7168, top-8 (DeepEP README):
     # dispatch 77 µs, combine 114 µs: the sync across EP ranks dominates at decode sizes.
     dispatch_latency: float = 77e-6
@@ -97,6 +104,26 @@ class LayoutPlan(msgspec.Struct, frozen=True):
     scores: dict[str, float] = msgspec.field(default_factory=dict)
     label: str = ""  # the layout's label (``Layout.label``)
     rank: int | None = None  # place among the feasible layouts, best first
+    concurrency: int = 0  # sequences in flight over all replicas (batch × DP)
+    ttft_ms: float = 0.0  # time to first token at that concurrency
+    tpot_ms: float = 0.0  # time per output token (one round) at that concurrency
+
+
+class Slo(msgspec.Struct, frozen=True):
+    """Latency targets (``--slo ttft=2s,tpot=50ms``); None: no target."""
+
+    ttft_ms: float | None = None
+    tpot_ms: float | None = None
+
+    def met(self, ttft_ms: float, tpot_ms: float) -> bool:
+        return (self.ttft_ms is None or ttft_ms <= self.ttft_ms) and (
+            self.tpot_ms is None or tpot_ms <= self.tpot_ms
+        )
+
+    def describe(self) -> str:
+        parts = [f"{k} ≤ {v:,.4g} ms" for k, v in (("TTFT", self.ttft_ms),
+                 ("TPOT", self.tpot_ms)) if v is not None]  # fmt: skip
+        return ", ".join(parts)
 
 
 class Plan(msgspec.Struct, frozen=True):
@@ -106,6 +133,11 @@ class Plan(msgspec.Struct, frozen=True):
     workload: Workload
     layouts: list[LayoutPlan]  # feasible, best first; then infeasible
     notes: list[str]
+    weights: str = ""  # precision names (``tracekit.core.precision``)
+    kv: str = ""
+    compute: str = ""  # the precision whose peak times the GEMMs
+    slo: Slo | None = None
+    suggestions: list[str] = msgspec.field(default_factory=list)  # what would fit, if nothing
 
     @property
     def best(self) -> LayoutPlan | None:
@@ -156,6 +188,11 @@ class PlanReport(msgspec.Struct, frozen=True, kw_only=True):
     best: str | None  # the best layout's label
     layouts: list[LayoutPlan]
     notes: list[str]
+    weights: str = ""
+    kv: str = ""
+    compute: str = ""
+    slo: Slo | None = None
+    suggestions: list[str] = msgspec.field(default_factory=list)
     calibration: Calibration | None = None
 
 

@@ -12,7 +12,22 @@ from tracekit.core.version import __version__
 from tracekit.render import fit, text_console
 from tracekit.render.console import SHORT
 
-DROP_ORDER = ("act GB", "weights GB", "max seqs", "round ms", "KV GB/dev")
+DROP_ORDER = ("act GB", "weights GB", "max seqs", "tok/s", "KV GB/dev", "TTFT ms", "conc")
+
+#: what every column and regime means, printed under the table
+CAPTION = (
+    "A round is one decode step of every running sequence (PP: all micro-batches), each "
+    "sequence making one token; the prefill of requests finishing in it is spread over it. "
+    "weights / act / KV GB/dev: memory per GPU; max seqs: sequences one replica's KV cache "
+    "holds at the mean context; batch: sequences each replica runs; conc: in flight over all "
+    "replicas (batch × DP); TTFT: prefill of one prompt through the stages plus one round; "
+    "TPOT = round ms; tok/s, tok/s/dev: output tokens per second, all GPUs and per GPU; "
+    "round shares: the round's time by bucket (comp: compute-bound GEMMs, hbm: HBM-bound "
+    "reads, coll: exposed TP all-reduces, rout: MoE dispatch/combine, bubl: PP idle, host: "
+    "host overhead). Regime: capacity-bound where the KV cache holds under 80% of the batch "
+    "asked for (the capacity trap: DP replicas throttled by KV pressure), else the largest "
+    "share's: compute-, hbm-, interconnect-, routing-, bubble- or host-bound."
+)
 
 
 def report(plan: Plan, calibration: Calibration | None = None) -> PlanReport:
@@ -29,6 +44,11 @@ def report(plan: Plan, calibration: Calibration | None = None) -> PlanReport:
         best=best.label if best else None,
         layouts=plan.layouts,
         notes=plan.notes,
+        weights=plan.weights,
+        kv=plan.kv,
+        compute=plan.compute,
+        slo=plan.slo,
+        suggestions=plan.suggestions,
         calibration=calibration,
     )
 
@@ -44,6 +64,8 @@ def render(
     if calibration is not None:
         _calibration(console, calibration)
     title = f"tracekit plan: {plan.model} on {plan.gpus}× {plan.gpu}, {plan.workload.describe()}"
+    if plan.weights:
+        title += f"; weights {plan.weights}, KV {plan.kv}"
     console.print(Text(title, style="bold"))
     dropped: list[str] = []
     t = _layouts(plan, dropped)
@@ -52,22 +74,33 @@ def render(
             break
         dropped.append(header)
         t = _layouts(plan, dropped)
-    fit(console, t)
-    console.print(t)
-    if dropped:
-        console.print(Text(f"left out to fit the width: {', '.join(dropped)}", style="italic"))
     best = plan.best
     if best:
-        runners = ", ".join(f"{k} {v:.2f}" for k, v in list(best.scores.items())[1:3])
+        fit(console, t)
+        console.print(t)
+        if dropped:
+            console.print(Text(f"left out to fit the width: {', '.join(dropped)}", style="italic"))
+        console.print(Text(CAPTION, style="italic"))
+        runners = ", ".join(f"{k} {v:.0%}" for k, v in best.scores.items() if k != best.regime)
         console.print(
             Text(
-                f"best per device: {best.layout.label}, {best.per_device:,.0f} tok/s per device, "
-                f"{best.regime} (scores: {best.scores[best.regime]:.2f}; {runners})",
+                f"best per device: {best.layout.label}, {best.per_device:,.0f} tok/s per device "
+                f"at {best.concurrency} in flight (TTFT {best.ttft_ms:,.0f} ms, TPOT "
+                f"{best.tpot_ms:,.1f} ms), {best.regime} ({best.scores.get(best.regime, 0):.0%}; "
+                f"{runners})",
                 style="bold",
             )
         )
     else:
-        console.print(Text("no feasible layout", style="bold red"))
+        what = f"meets {plan.slo.describe()}" if plan.slo else "fits"
+        console.print(
+            Text(
+                f"nothing {what}: no layout of {plan.gpus}× {plan.gpu} (reasons below)",
+                style="bold red",
+            )
+        )
+        for hint in plan.suggestions:
+            console.print(Text(f"would fit: {hint}", style="bold"))
     for r in plan.layouts:
         if not r.feasible:
             console.print(Text(f"infeasible {r.layout.label}: {r.reason}"))
@@ -79,8 +112,8 @@ def render(
 def _layouts(plan: Plan, dropped: list[str]) -> Table:
     """The feasible layouts, best first, without the ``dropped`` columns."""
     t = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), collapse_padding=True)
-    headers = ("#", "layout", "weights GB", "act GB", "KV GB/dev", "max seqs", "batch",
-               "round ms", "tok/s", "tok/s/dev", "regime", "round shares")  # fmt: skip
+    headers = ("#", "layout", "weights GB", "act GB", "KV GB/dev", "max seqs", "batch", "conc",
+               "TTFT ms", "TPOT ms", "tok/s", "tok/s/dev", "regime", "round shares")  # fmt: skip
     keep = [h not in dropped for h in headers]
     for header, kept in zip(headers, keep, strict=True):
         if kept:
@@ -98,8 +131,9 @@ def _layouts(plan: Plan, dropped: list[str]) -> Table:
         )  # fmt: skip
         cells = (
             str(rank), r.layout.label, f"{r.weights_gb:,.1f}", f"{r.activations_gb:.1f}",
-            f"{r.kv_gb:,.1f}", f"{r.max_seqs:,}", f"{r.batch:,}", f"{r.round_ms:,.1f}",
-            f"{r.tokens_per_s:,.0f}", f"{r.per_device:,.0f}", r.regime, shares,
+            f"{r.kv_gb:,.1f}", f"{r.max_seqs:,}", f"{r.batch:,}", f"{r.concurrency:,}",
+            f"{r.ttft_ms:,.0f}", f"{r.tpot_ms:,.1f}", f"{r.tokens_per_s:,.0f}",
+            f"{r.per_device:,.0f}", r.regime, shares,
         )  # fmt: skip
         t.add_row(*(c for c, kept in zip(cells, keep, strict=True) if kept))
     return t
