@@ -28,6 +28,7 @@ from tests.vllm_backend import (
 )
 from tracekit.core import rundir
 from tracekit.core.analysis import Analysis
+from tracekit.core.dtypes import element_bytes
 from tracekit.core.layout import Layout
 
 pytestmark = [*NEEDS_VLLM]
@@ -127,6 +128,43 @@ def test_a_hidden_hook_point_is_named_and_the_rest_recorded(tmp_path: Path) -> N
     analysis = tracekit.analyze(out)
     assert any(w.startswith(line) for w in analysis.warnings)
     assert len(manifest.ranks) == 1 and analysis.engine is not None  # the rest was recorded
+
+
+def test_long_decode_context_is_counted_per_step(tmp_path: Path) -> None:
+    """Each decode step records the context its decodes attend over (the scheduler output's
+    computed tokens + the new one). A request's k-th decode attends over prompt + k tokens,
+    so the run's total is fixed by the workload; the analysis turns it into KV bytes read."""
+    requests, prompt, tokens = 4, 64, 48
+    out = tmp_path / "long"
+    cmd = [*_capture_cmd(out, WARMUP, STEPS), VLLM_PY, str(WORKLOADS / "tiny_llm.py")]
+    cmd += ["--eager", "--requests", str(requests), "--prompt-len", str(prompt)]
+    cmd += ["--max-tokens", str(tokens), "--rounds", "1"]
+    proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    steps = _steps(out)
+    decodes = [s for s in steps if s.decode_tokens]
+    want = requests * sum(prompt + k for k in range(1, tokens))
+    assert sum(s.decode_context for s in decodes) == want
+    assert sum(s.decode_tokens for s in decodes) == requests * (tokens - 1)
+    per_request = [s.decode_context / s.decode_tokens for s in decodes]
+    assert per_request == sorted(per_request)  # grows with every step
+    reads = tracekit.analyze(out).kv
+    assert reads is not None and reads.reads is not None
+    model = rundir.read_manifest(out).model or {}
+    dtype = element_bytes(model["dtype"])  # the KV cache's "auto": the model's dtype
+    assert dtype is not None
+    per_token = 2 * model["layers"] * model["kv_heads"] * model["head_dim"] * dtype
+    assert reads.reads.bytes_per_token == per_token
+    bins = reads.reads.by_context
+    assert [b.context_per_request for b in bins] == sorted(b.context_per_request for b in bins)
+    assert [b.bytes_per_step for b in bins] == sorted(b.bytes_per_step for b in bins)
+    # the middle of the run decodes all requests in lockstep (the ends, where the second
+    # prefill batch starts a step late and ends a step late, decode fewer): the KV bytes a
+    # step reads are requests × context × bytes per token, as the model of decode predicts
+    for b in bins[1:-1]:
+        assert b.bytes_per_step == pytest.approx(
+            requests * b.context_per_request * per_token, rel=0.05
+        )
 
 
 def test_tp1_script(runs: Path) -> None:

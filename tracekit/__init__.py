@@ -3,7 +3,8 @@
 The package holds the core (``tracekit.core``) and the front ends, which may import anything:
 the click CLI (``cli`` and the ``cli_*`` commands, sharing ``cli_common``), the renderers
 (``render``), the Perfetto / Chrome JSON export (``export``) and the UI opener (``open_ui``),
-runs compared (``compare``, ``compare_runs``, ``compare_engine``), the layout sweep
+runs compared (``compare``, ``compare_runs``, ``compare_engine``), two runs diffed op by op
+(``kernel_diff``), the layout sweep
 (``sweep``: capture → analyze → compare), the progress bar (``progress``) and this API.
 
 Python API::

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from tracekit.cli_common import fail, guarded, width_option
+from tracekit.cli_common import fail, guarded, jobs_option, top_option, width_option
 from tracekit.core.version import __version__
 
 
@@ -25,22 +25,9 @@ def main(verbose: int) -> None:
 @main.command()
 @click.argument("path", type=click.Path(path_type=Path), required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print the Analysis as JSON on stdout.")
-@click.option(
-    "--top",
-    default=12,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Rows in the top-ops table.",
-)
+@top_option(12, "Rows in the top-ops table.")
 @width_option
-@click.option(
-    "-j",
-    "--jobs",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Ranks analysed at once in worker processes, parsing and per-rank stages "
-    "(default: one per core, at most one per file; 1: no pool).",
-)
+@jobs_option
 @click.option(
     "--ray",
     "ray_address",
@@ -178,6 +165,7 @@ def capture(
 
 def _register() -> None:
     from tracekit.cli_compare import compare_command
+    from tracekit.cli_diff import diff_command
     from tracekit.cli_doctor import doctor_command
     from tracekit.cli_export import export_command, open_command
     from tracekit.cli_hw import hw_command
@@ -187,6 +175,7 @@ def _register() -> None:
     main.add_command(export_command)
     main.add_command(open_command)
     main.add_command(compare_command)
+    main.add_command(diff_command)
     main.add_command(hw_command)
     main.add_command(sweep_command)
     main.add_command(plan_command)

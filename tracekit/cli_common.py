@@ -1,5 +1,6 @@
 """What every command of the CLI shares: one line and a non-zero exit for bad input
-(``guarded``), and the report width option (``width_option``)."""
+(``guarded``), and the options several commands take (``width_option``, ``jobs_option``,
+``top_option``)."""
 
 from __future__ import annotations
 
@@ -55,3 +56,21 @@ width_option = click.option(
     type=click.IntRange(min=1),
     help="Report width (default: terminal, else COLUMNS).",
 )
+
+
+#: ``-j/--jobs``: worker processes for the ranks (``analyzers.engine.driver.pool_executor``)
+jobs_option = click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Ranks analysed at once in worker processes, parsing and per-rank stages "
+    "(default: one per core, at most one per file; 1: no pool).",
+)
+
+
+def top_option(default: int, what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--top N``: rows in the report's main table (``what`` says which)."""
+    return click.option(
+        "--top", default=default, show_default=True, type=click.IntRange(min=1), help=what
+    )

@@ -41,6 +41,7 @@ from analyzers.engine.process_pool import Progress, run_all
 from analyzers.engine.settle import FileRead, SettledRun, settle
 from analyzers.engine.stage_log import FileStats, log_file, log_peaks, log_rank, log_window, timed
 from analyzers.rank.digest import RankDigest, RunInfo
+from analyzers.rank.op_table import OpTable
 from analyzers.rank.rank_stages import RANK_STAGES, Stage
 from analyzers.read.discover import Discovered, discover
 from analyzers.read.loader import missing_ranks
@@ -91,16 +92,26 @@ def analyze_found(
     manifest: dict[str, Any] | None = None,
     keep_partitions: bool = False,
     run_level: Sequence[RunStage] = RUN_STAGES,
-) -> tuple[Analysis, tuple[RankPartition | None, ...]]:
-    """Analyse every discovered file with ``execute``: the Analysis, and each rank's partition
-    where ``keep_partitions`` (else Nones). ``facts``, ``manifest``: what the run directory
-    says, where it was read elsewhere (another node)."""
+    keep_ops: bool = False,
+) -> tuple[Analysis, list[RankDigest]]:
+    """Analyse every discovered file with ``execute``: the Analysis, and each rank's digest in
+    rank order, with its partition where ``keep_partitions`` and its op table where
+    ``keep_ops``. ``facts``, ``manifest``: what the run directory says, where it was read
+    elsewhere (another node)."""
     if manifest is None and found.manifest is not None:
         manifest = msgspec.to_builtins(found.manifest)
     run_dir = str(found.run_dir) if found.run_dir else None
     facts = facts if facts is not None else manifest_facts(run_dir, manifest)
     jobs = [
-        FileJob(f, facts, manifest, tuple(stages), index=i, keep_partitions=keep_partitions)
+        FileJob(
+            f,
+            facts,
+            manifest,
+            tuple(stages),
+            index=i,
+            keep_partitions=keep_partitions,
+            keep_ops=keep_ops,
+        )
         for i, f in enumerate(found.files)
     ]
     log.info("analysing %d trace file(s) from %s", len(jobs), found.source)
@@ -121,8 +132,17 @@ def analyze_found(
     warnings += [f"rank trace unreadable, analysed without it: {exc}" for exc in failures]
     warnings += missing_ranks(run.identities)
     info = RunInfo(str(found.source), run_dir, manifest, tuple(warnings))
-    analysis = run_level_analysis(info, digests, run.facts, run_level)
-    return analysis, tuple(d.partition for d in digests)
+    return run_level_analysis(info, digests, run.facts, run_level), digests
+
+
+def analyze_ops(
+    path: str | Path, jobs: int | None = None, progress: Progress | None = None
+) -> tuple[Analysis, tuple[OpTable | None, ...]]:
+    """``analyze`` with each rank's every op and kernel by name and shape
+    (``analyzers.rank.op_table``), in rank order: what a kernel diff compares."""
+    found = discover(Path(path))
+    analysis, digests = analyze_found(found, pool_executor(jobs), progress, keep_ops=True)
+    return analysis, tuple(d.ops for d in digests)
 
 
 def analyze_trace(

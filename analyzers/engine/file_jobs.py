@@ -30,6 +30,7 @@ from analyzers.engine.stage_log import FileStats, family_counts
 from analyzers.rank.attribute import own_window
 from analyzers.rank.classify import LEVELS, classify_events
 from analyzers.rank.digest import RankDigest, digest
+from analyzers.rank.op_table import op_table
 from analyzers.rank.rank_result import rank_result
 from analyzers.rank.rank_stages import RANK_STAGES, RankState, Stage, run_stages
 from analyzers.read.discover import TraceFile
@@ -51,6 +52,7 @@ class FileJob:
     index: int = 0  # the file's place in the run (names its spill file)
     settled: Settled | None = None  # round 2: what the run settled for this file's ranks
     keep_partitions: bool = False  # send back each rank's partition (for a timeline)
+    keep_ops: bool = False  # send back each rank's op table (for a diff)
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,9 @@ def analyze_file(job: FileJob) -> list[RankOut]:
     with contextlib.suppress(OSError):  # the last file of a node's spill folder removes it
         os.rmdir(job.spill)
     stats = FileStats(job.file.path.name, job.file.path.stat().st_size, 0.0, 0)
-    return analyze_ranks(job.settled, ranks, names, stats, job.stages, job.keep_partitions)
+    return analyze_ranks(
+        job.settled, ranks, names, stats, job.stages, job.keep_partitions, job.keep_ops
+    )
 
 
 def read_and_analyze(job: FileJob) -> tuple[FileRead, SettledRun, list[RankOut]]:
@@ -96,7 +100,10 @@ def read_and_analyze(job: FileJob) -> tuple[FileRead, SettledRun, list[RankOut]]
     run = settle(job.facts, job.manifest, [read])
     settled = run.files[0]
     assert settled is not None
-    return read, run, analyze_ranks(settled, ranks, names, stats, job.stages, job.keep_partitions)
+    outs = analyze_ranks(
+        settled, ranks, names, stats, job.stages, job.keep_partitions, job.keep_ops
+    )
+    return read, run, outs
 
 
 def header(rank: RankTrace, names: NameTable) -> RankHeader:
@@ -128,6 +135,7 @@ def analyze_ranks(
     stats: FileStats,
     stages: Sequence[Stage] = RANK_STAGES,
     keep_partitions: bool = False,
+    keep_ops: bool = False,
 ) -> list[RankOut]:
     """The per-rank stages on ``ranks`` (one file's, or a loaded Trace's), as settled."""
     outs = []
@@ -140,6 +148,8 @@ def analyze_ranks(
         result = digest(state, rank_result(state), settled.facts)
         if keep_partitions:
             result = replace(result, partition=partition_of(state))
+        if keep_ops:
+            result = replace(result, ops=op_table(state))
         rank_stats = replace(
             stats,
             events=len(rank.events),

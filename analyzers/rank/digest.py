@@ -19,6 +19,7 @@ import numpy.typing as npt
 
 from analyzers.rank.classify import FAMILY_INDEX, LEVELS
 from analyzers.rank.message_size import SIZE_SOURCE, collective_bytes, collective_groups
+from analyzers.rank.op_table import OpTable
 from analyzers.rank.roofline_stage import step_windows
 from analyzers.read.run_facts import RunFacts
 from tracekit.core.analysis import CollectiveName, RankResult
@@ -71,6 +72,8 @@ class RankDigest:
     step_end_ns: I64 | None = None
     #: the rank's segments, kept where the caller asked (a timeline); None otherwise
     partition: RankPartition | None = None
+    #: every op's time by name and shape, kept where the caller asked (a diff); None otherwise
+    ops: OpTable | None = None
 
     @property
     def identity(self) -> RankId:

@@ -62,6 +62,7 @@ from tracekit.core.analysis import (
 from tracekit.core.buckets import COMPUTE, HBM
 from tracekit.core.hardware import DeviceSpec
 from tracekit.core.model_config import ModelConfig
+from tracekit.core.rundir import StepRecord
 from tracekit.core.trace_model import DEVICE_KINDS, Events, Kind, RankId
 
 I64 = npt.NDArray[np.int64]
@@ -98,8 +99,10 @@ def step_windows(events: Events, steps: Sequence[StepRow], device: str) -> tuple
 
 
 class DecodeContext:
-    """C, the context tokens a step's decodes read: from KV usage in steps/, else prompts
-    (vLLM's logged stats are one sample per interval, too coarse for a step's context)."""
+    """C, the context tokens a step's decodes read: the scheduler's count in steps/
+    (``decode_context``, captures of this tracekit), else from KV usage in steps/, else
+    prompts (vLLM's logged stats are one sample per interval, too coarse for a step's
+    context)."""
 
     def __init__(self, facts: RunFacts, engine: int, steps: Sequence[StepRow]) -> None:
         mine = [r for r in facts.records if r.engine == engine and not isinstance(r, LogRecord)]
@@ -108,8 +111,11 @@ class DecodeContext:
         self.capacity = (facts.usable_blocks or 0) * (facts.block_size or 0)
         prompts = [s.context_tokens / s.context_requests for s in steps if s.context_requests]
         self.prompt = float(np.mean(prompts)) if prompts else 0.0
+        counted = any(r.decode_context for r in mine)
         self.source = (
-            "KV usage in steps/"
+            "the scheduler's context counts in steps/"
+            if counted
+            else "KV usage in steps/"
             if mine and self.capacity
             else "prompt lengths seen (no steps/ KV usage)"
             if prompts
@@ -119,23 +125,26 @@ class DecodeContext:
     def __call__(self, step: StepRow) -> float:
         if not step.generation_requests:
             return 0.0
+        record = self._record_of(step)
+        if record is not None and record.decode_context:
+            return float(record.decode_context)
         if self.records and self.capacity:
-            at = bisect_right(self.ts, step.start_ns) - 1
-            best = max(at, 0)
-            for i in range(at, max(at - 4, -1), -1):  # the record of this very step
-                r = self.records[i]
-                if (r.prefill_tokens, r.decode_tokens) == (
-                    step.context_tokens,
-                    step.generation_tokens,
-                ):
-                    best = i
-                    break
-            r = self.records[best]
+            r = record or self.records[max(bisect_right(self.ts, step.start_ns) - 1, 0)]
             cached = max(0.0, r.kv_usage * self.capacity - step.context_tokens)
             # the step's decodes read their own contexts: a share of the cache when other
             # running requests sit out this step (PP micro-batches, budget limits)
             return cached * min(1.0, step.generation_requests / max(r.running, 1))
         return step.generation_requests * self.prompt
+
+    def _record_of(self, step: StepRow) -> StepRecord | None:
+        """The step record of this very step: the latest of the four before it whose
+        prefill / decode tokens are the step's."""
+        at = bisect_right(self.ts, step.start_ns) - 1
+        for i in range(at, max(at - 4, -1), -1):
+            r = self.records[i]
+            if (r.prefill_tokens, r.decode_tokens) == (step.context_tokens, step.generation_tokens):
+                return r
+        return None
 
 
 def roofline(

@@ -2,9 +2,9 @@
 
 * **exposed / overlapped** per kind come from each rank's partition: a family's exclusive time
   is exposed (nothing of higher priority hid it), its active time minus that is overlapped;
-* **matching**: the i-th call of a kind on each rank of a group is one collective (NCCL and
-  vLLM's shared-memory collectives run in issue order). Groups: ranks sharing (dp, pp) for
-  TP collectives, sharing (dp, tp) for p2p; without identities all ranks form one group;
+* **matching** (``analyzers.run.collective_match``): the i-th call of a kind on each rank of
+  a group is one collective. Groups: ranks sharing (dp, pp) for TP collectives, sharing
+  (dp, tp) for p2p; without identities all ranks form one group;
 * **skew / stragglers**: per matched collective, each rank waits from its own arrival (the
   call's start) to the last rank's arrival; the last to arrive is the straggler. This needs
   the ranks' clocks to agree (the evidence names the clock);
@@ -19,7 +19,6 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 
 import numpy as np
@@ -27,15 +26,11 @@ import numpy.typing as npt
 
 from analyzers.rank.digest import KINDS, RankDigest
 from analyzers.read.run_facts import RunFacts
+from analyzers.run.collective_match import kind_groups, match
 from tracekit.core.analysis import CollectiveKind, CollectiveName, Collectives, RankWait
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
-
-
-def _group(rank: RankDigest, kind: str) -> tuple[int | None, ...]:
-    ident = rank.identity
-    return (ident.dp, ident.tp) if kind == "p2p" else (ident.dp, ident.pp)
 
 
 def collectives(ranks: Sequence[RankDigest], facts: RunFacts | None) -> Collectives | None:
@@ -52,14 +47,10 @@ def collectives(ranks: Sequence[RankDigest], facts: RunFacts | None) -> Collecti
             continue
         exposed = sum(r.exposure[kind][0] for r in ranks if kind in r.exposure)
         overlapped = sum(r.exposure[kind][1] for r in ranks if kind in r.exposure)
-        groups: dict[tuple[int | None, ...], list[int]] = defaultdict(list)
-        for i, r in enumerate(ranks):
-            if calls[i] is not None:
-                groups[_group(r, kind)].append(i)
         skews: list[int] = []
         sized = [0.0, 0.0]  # bus bytes, seconds
         sources: set[str] = set()
-        for members in groups.values():
+        for members in kind_groups(ranks, kind):
             if len(members) < 2:
                 one = calls[members[0]]
                 if one is not None and one.size_bytes is not None:
@@ -71,28 +62,24 @@ def collectives(ranks: Sequence[RankDigest], facts: RunFacts | None) -> Collecti
                     elif (one.size_bytes > 0).any():
                         unsized.add(kind)
                 continue
-            mine = [c for i in members if (c := calls[i]) is not None]
-            counts = [len(c.start_ns) for c in mine]
-            if len(set(counts)) > 1:
+            got = match(ranks, kind, members)
+            mine, n = got.calls, got.n
+            if len(set(got.counts)) > 1:
                 evidence.append(
-                    f"{kind}: call counts differ across a group ({counts}); matched in "
-                    "order up to the smallest"
+                    f"{kind}: call counts differ across a group ({list(got.counts)}); matched "
+                    "in order up to the smallest"
                 )
-            n = min(counts)
-            starts = np.array([c.start_ns[:n] for c in mine])
-            durs = np.array([c.dur_ns[:n] for c in mine])
-            arrive = starts.max(axis=0)
-            skews += (arrive - starts.min(axis=0)).tolist()
-            late = starts.argmax(axis=0)
+            skews += (got.arrive - got.starts.min(axis=0)).tolist()
+            delays, late = got.waits, got.late
             for j, i in enumerate(members):
-                wait[i] += int((arrive - starts[j]).sum())
+                wait[i] += int(delays[j].sum())
                 last[i] += int((late == j).sum())
             size = mine[0].size_bytes
             if size is None:
                 continue
             known = mine[0].group_size[:n] if mine[0].group_size is not None else None
             factor = bus_factors(kind, known, fallback_size(kind, len(members), ranks, facts), n)
-            if _add(sized, size[:n], factor, durs.min(axis=0)):
+            if _add(sized, size[:n], factor, got.durs.min(axis=0)):
                 sources.add(mine[0].size_source or "")
             elif (size[:n] > 0).any():
                 unsized.add(kind)

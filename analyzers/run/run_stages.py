@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
+import msgspec
 import numpy as np
 
 from analyzers.rank.digest import RankDigest, RunInfo
@@ -21,9 +22,11 @@ from analyzers.read.run_facts import RunFacts
 from analyzers.run.bubbles import bubbles, moe_report
 from analyzers.run.collective_report import collectives
 from analyzers.run.engine_timeline import engine_stats
+from analyzers.run.kv_reads import kv_reads
 from analyzers.run.overhead import run_context
 from analyzers.run.peak_report import peaks_report
 from analyzers.run.step_flags import window_outliers
+from analyzers.run.stragglers import stragglers
 from analyzers.run.verdict import Reports, verdict
 from analyzers.run.window import compile_warnings, window_warnings
 from tracekit.core.analysis import (
@@ -41,6 +44,7 @@ from tracekit.core.analysis import (
 )
 from tracekit.core.regime_table import Regime
 from tracekit.core.run_context import RunContext
+from tracekit.core.stragglers import Stragglers
 from tracekit.core.version import __version__
 
 COMPUTE_HBM_BASIS = (
@@ -71,6 +75,7 @@ class RunState:
     peaks: Peaks | None = None
     kv: KvReport | None = None
     collectives: Collectives | None = None
+    stragglers: Stragglers | None = None
     bubbles: Bubbles | None = None
     moe: MoeReport | None = None
     step_stats: tuple[StepStats, ...] = ()
@@ -120,11 +125,20 @@ def peaks_stage(s: RunState) -> RunState:
 
 
 def kv_stage(s: RunState) -> RunState:
-    return replace(s, kv=kv_report(s.facts, s.results))
+    """Capacity against the running batch, and the KV bytes decode attention read."""
+    kv = kv_report(s.facts, s.results)
+    if kv is not None:
+        kv = msgspec.structs.replace(kv, reads=kv_reads(s.facts))
+    return replace(s, kv=kv)
 
 
 def collectives_stage(s: RunState) -> RunState:
     return replace(s, collectives=collectives(s.digests, s.facts))
+
+
+def stragglers_stage(s: RunState) -> RunState:
+    """Who arrives last at collectives, per group, step and call; a slow rank named."""
+    return replace(s, stragglers=stragglers(s.digests))
 
 
 def bubbles_stage(s: RunState) -> RunState:
@@ -165,6 +179,7 @@ RUN_STAGES: tuple[RunStage, ...] = (
     peaks_stage,
     kv_stage,
     collectives_stage,
+    stragglers_stage,
     bubbles_stage,
     moe_stage,
     step_stats_stage,
@@ -206,6 +221,7 @@ def analysis_of(s: RunState) -> Analysis:
         hardware=s.facts.spec,
         kv=s.kv,
         collectives=s.collectives,
+        stragglers=s.stragglers,
         bubbles=s.bubbles,
         moe=s.moe,
         context=s.context,

@@ -17,6 +17,7 @@ from tracekit.core.errors import TracekitError
 from tracekit.core.hardware import DeviceSpec
 from tracekit.core.regime_table import Regime
 from tracekit.core.run_context import RunContext
+from tracekit.core.stragglers import Stragglers
 from tracekit.core.trace_model import RankId
 
 if TYPE_CHECKING:
@@ -195,6 +196,26 @@ class EngineStats(msgspec.Struct, frozen=True, kw_only=True):
     scope: str = "whole run (steps/)"
 
 
+class KvReadBin(msgspec.Struct, frozen=True, kw_only=True):
+    """Decode steps of one context range: their mean KV read per step and its bandwidth."""
+
+    context_per_request: float  # mean tokens a decoding request attends over
+    bytes_per_step: float  # per rank
+    bandwidth: float  # bytes/s per rank: the bin's bytes over its steps' time
+    steps: int
+
+
+class KvReads(msgspec.Struct, frozen=True, kw_only=True):
+    """KV-cache bytes decode attention reads, counted from the scheduler (steps/
+    ``decode_context`` × KV bytes per token), per rank; flagged steps left out."""
+
+    steps: int  # decode steps counted
+    bytes_per_token: int  # per rank
+    bytes_read: int  # per rank, over those steps
+    bandwidth: float  # bytes/s per rank over those steps' time
+    by_context: list[KvReadBin]  # ascending context per request
+
+
 class KvReport(msgspec.Struct, frozen=True, kw_only=True):
     """KV-cache capacity against the running batch, preemptions and the time they cost."""
 
@@ -220,6 +241,7 @@ class KvReport(msgspec.Struct, frozen=True, kw_only=True):
     # "max_num_batched_tokens", "unknown"; None: no request waited
     binding_limit: str | None = None
     seqs_capped_share: float = 0.0  # of step time: running batch at max_num_seqs, requests wait
+    reads: KvReads | None = None  # KV bytes decode attention read (steps/ decode_context)
 
 
 class CollectiveKind(msgspec.Struct, frozen=True, kw_only=True):
@@ -316,6 +338,7 @@ class Analysis(msgspec.Struct, frozen=True, kw_only=True):
     context: RunContext | None = None
     peaks: Peaks | None = None
     engine_warnings: list[EngineWarning] = msgspec.field(default_factory=list)  # vLLM's logs
+    stragglers: Stragglers | None = None  # who arrives last at collectives (core/stragglers)
 
     # --- derived views (pandas), built on demand -------------------------------------------
     def buckets_frame(self) -> pd.DataFrame:

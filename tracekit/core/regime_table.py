@@ -70,6 +70,17 @@ WINDOW_TOLERANCE: Final = 0.05
 COMPILE_SHARE: Final = 0.01
 #: A bucket must differ by at least this share between compared runs to explain their gap.
 MIN_DELTA: Final = 0.01
+#: A rank is named a straggler when it arrived last at this share of its group's matched
+#: collectives (at least STRAGGLER_MIN_CALLS of them), and the others' waits for it are at
+#: least STRAGGLER_WAIT_SHARE of their analysed windows.
+STRAGGLER_LAST_SHARE: Final = 0.75
+STRAGGLER_MIN_CALLS: Final = 4
+STRAGGLER_WAIT_SHARE: Final = 0.01
+#: A straggler's kernel (or host) time above the others' median explains its lateness when
+#: the excess is at least this share of the time the others waited for it, per rank.
+STRAGGLER_EXPLAINS: Final = 0.5
+#: The stragglers report lists this many collectives with the longest waits.
+STRAGGLER_WORST: Final = 10
 
 KV_SIGNAL: Final = (
     f"KV cache full (≥{KV_FULL:.0%} of blocks, or too few free for one more running-size "

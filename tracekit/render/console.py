@@ -24,7 +24,9 @@ from tracekit.render import bullets, caption_left, fit, middle, ms, rank_labels,
 from tracekit.render.context import TITLE, context_lines
 from tracekit.render.engine_said import TITLE as ENGINE_TITLE
 from tracekit.render.engine_said import engine_lines
+from tracekit.render.kv_reads import kv_read_lines
 from tracekit.render.roofline import op_roofline_table, step_roofline_table
+from tracekit.render.stragglers import straggler_parts
 from tracekit.render.verdict import evidence_lines, runners_up
 
 COLOURS = {
@@ -96,6 +98,12 @@ def render(analysis: Analysis, width: int = 120, colour: bool = False, top: int 
             show(table)
     if analysis.collectives is not None:
         show(_collectives(analysis.collectives))
+    for part in straggler_parts(analysis):
+        show(part) if isinstance(part, Table) else console.print(part)
+    reads = analysis.kv.reads if analysis.kv else None
+    if reads is not None:
+        console.print(Text("KV cache reads", style="bold"))
+        console.print(bullets(kv_read_lines(reads)))
     for title, regime, lines in (
         ("KV cache capacity", "capacity-bound", analysis.kv.evidence if analysis.kv else []),
         ("Pipeline bubbles", "bubble-bound", analysis.bubbles.evidence if analysis.bubbles else []),
