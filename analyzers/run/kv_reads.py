@@ -15,7 +15,7 @@ import numpy as np
 from analyzers.read.run_facts import RunFacts
 from analyzers.run.engine_timeline import step_durations
 from analyzers.run.step_flags import flag_steps
-from tracekit.core.analysis import KvReadBin, KvReads
+from tracekit.core.kv_reads import KvReadBin, KvReads
 from tracekit.core.rundir import StepRecord
 from tracekit.core.trace_model import RankId
 

@@ -3,7 +3,8 @@
 - ``trace_model``: the per-rank columnar event table (int64 ns) and the run's name table;
 - ``analysis``: the Analysis result, its versioned JSON schema and the invariant check;
   ``run_context`` (what the figures cover), ``partition`` (a rank's segments) and
-  ``stragglers`` (the stragglers report's structs) go with it;
+  ``stragglers`` (the stragglers report's structs) and ``kv_reads`` (the KV bytes decode
+  attention read, part of the KV report) go with it;
 - ``buckets``: the attribution buckets and the priority that resolves overlap;
 - ``regime_table``: the regimes, their thresholds and advice, and every other threshold;
 - ``layout``: the one parallelism layout type (DP / TP / PP / EP) and its label;

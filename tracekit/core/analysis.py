@@ -15,6 +15,7 @@ from tracekit.core import versioned_json
 from tracekit.core.buckets import BUCKETS
 from tracekit.core.errors import TracekitError
 from tracekit.core.hardware import DeviceSpec
+from tracekit.core.kv_reads import KvReads
 from tracekit.core.regime_table import Regime
 from tracekit.core.run_context import RunContext
 from tracekit.core.stragglers import Stragglers
@@ -194,26 +195,6 @@ class EngineStats(msgspec.Struct, frozen=True, kw_only=True):
     excluded_steps: int = 0  # first (cold) step and long gaps, left out of means and shares
     excluded_ns: int = 0
     scope: str = "whole run (steps/)"
-
-
-class KvReadBin(msgspec.Struct, frozen=True, kw_only=True):
-    """Decode steps of one context range: their mean KV read per step and its bandwidth."""
-
-    context_per_request: float  # mean tokens a decoding request attends over
-    bytes_per_step: float  # per rank
-    bandwidth: float  # bytes/s per rank: the bin's bytes over its steps' time
-    steps: int
-
-
-class KvReads(msgspec.Struct, frozen=True, kw_only=True):
-    """KV-cache bytes decode attention reads, counted from the scheduler (steps/
-    ``decode_context`` × KV bytes per token), per rank; flagged steps left out."""
-
-    steps: int  # decode steps counted
-    bytes_per_token: int  # per rank
-    bytes_read: int  # per rank, over those steps
-    bandwidth: float  # bytes/s per rank over those steps' time
-    by_context: list[KvReadBin]  # ascending context per request
 
 
 class KvReport(msgspec.Struct, frozen=True, kw_only=True):

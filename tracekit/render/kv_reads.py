@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tracekit.core.analysis import KvReads
+from tracekit.core.kv_reads import KvReads
 
 
 def kv_read_lines(reads: KvReads) -> list[str]:
