@@ -353,6 +353,7 @@ def collect_traces(run: Path) -> tuple[list[RankEntry], list[str]]:
                 target = target.with_name(f"{stem}-{counter}.pt.trace.json{match['gz'] or ''}")
                 counter += 1
             shutil.move(str(path), target)
+        _keep_capture_traces(raw / rundir.CAPTURE_TRACES, run / rundir.TRACES)
         shutil.rmtree(raw, ignore_errors=True)
     entries = []
     for path in sorted((run / rundir.TRACES).glob("*.pt.trace.json*")):
@@ -361,6 +362,14 @@ def collect_traces(run: Path) -> tuple[list[RankEntry], list[str]]:
             RankEntry(path.name, **{k: fields.get(k) for k in ("rank", "dp", "pp", "tp", "ep")})
         )
     return entries, notes
+
+
+def _keep_capture_traces(written: Path, traces: Path) -> None:
+    """vLLM's graph-capture traces, moved whole beside the rank traces (the analysis reads them)."""
+    if written.is_dir():
+        (traces / rundir.CAPTURE_TRACES).mkdir(exist_ok=True)
+        for path in sorted(written.iterdir()):
+            shutil.move(str(path), traces / rundir.CAPTURE_TRACES / path.name)
 
 
 def rank_name(name: str, workers: dict[str, dict[str, Any]]) -> str:

@@ -145,6 +145,22 @@ def _window_of(profile: Any) -> WindowMechanism | None:
     return "config" if all(a in _parameters(config) for a in WINDOW_ARGS) else None
 
 
+#: ``ProfilerConfig`` fields a capture turns on where this vLLM has them (0.26 and later): the
+#: keys each step's attention reads in its annotation (``sk``: the decode context without
+#: steps/), and a profiled CUDA-graph capture (``capture_traces/``: the replayed kernels' ops)
+PROFILER_EXTRAS: Final = ("detailed_trace_annotation", "capture_torch_profiler")
+
+
+def profiler_extras() -> dict[str, bool]:
+    """The ``PROFILER_EXTRAS`` this vLLM's ``ProfilerConfig`` takes, each set True."""
+    try:
+        config = importlib.import_module("vllm.config").ProfilerConfig
+    except Exception:
+        return {}
+    fields = _parameters(config)
+    return {name: True for name in PROFILER_EXTRAS if name in fields}
+
+
 def profile_parameters(engine: Any) -> set[str]:
     """The parameters ``engine.profile`` takes (``profile_prefix`` arrived in 0.19)."""
     return _parameters(engine.profile)

@@ -143,7 +143,7 @@ def _set_profiler_config(engine_args: Any, settings: Settings) -> None:
     if isinstance(current, dict):
         current = ProfilerConfig(**current)
     if current is None or current.profiler is None:
-        from collectors.vllm_features import window_mechanism
+        from collectors.vllm_features import profiler_extras, window_mechanism
 
         settings.raw_trace_dir.mkdir(parents=True, exist_ok=True)
         window = {}
@@ -156,6 +156,7 @@ def _set_profiler_config(engine_args: Any, settings: Settings) -> None:
             torch_profiler_record_shapes=settings.record_shapes,
             ignore_frontend=True,
             **window,
+            **profiler_extras(),
         )
     else:
         log.warning(

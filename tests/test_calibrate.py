@@ -100,9 +100,14 @@ def test_pp2_capture_and_the_plan_it_calibrates(samples: dict[str, Path]) -> Non
     tp1 = predict(cal.model, cal.device, Layout(1, 1, 1), cal.workload, cal.costs)
     pp2 = predict(cal.model, cal.device, Layout(1, 1, 2), cal.workload, cal.costs)
     assert tp1.feasible and pp2.feasible and tp1.regime and pp2.shares["compute"] > 0
-    # PP=2 alone: its stages overlap engine steps, so steps/ leaves no host time to fit
-    # (this sample: the modelled device time exceeds the steps' length), and it says so
-    assert cal.costs.step_overhead == 0 and "not measured" in cal.evidence["step_overhead"]
+    # PP=2 alone, fitted on its steady window (the first, 2.6× slow step left out as warm-up:
+    # analyzers/run/steady_state.py): the modelled device time falls below the steps' length
+    # in steps/, leaving 0.42 ms of host time per step, and the run is predicted within 2%.
+    # (Fitted on the whole window, the slow step made the modelled device time exceed the
+    # steps' length: no host time to fit, and a 12% error.)
+    assert abs(run.error) <= 0.02
+    assert cal.costs.step_overhead == pytest.approx(0.416e-3, rel=0.01)
+    assert "not measured" not in cal.evidence["step_overhead"]
     assert pp2.round_ms == pytest.approx(run.predicted_round_ms)
 
 

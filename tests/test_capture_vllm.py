@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import tracekit
+from analyzers.rank.step_annotations import is_step_name
 from collectors.vllm_features import HOOK_POINTS
 from tests.conftest import NEEDS_VLLM, REPO, VLLM_ENV, VLLM_PY
 from tests.vllm_backend import (
@@ -268,7 +269,7 @@ def test_pp2_compiled(runs: Path, forced: Backend | None) -> None:
     # Every stage's window ends after the same step: the last stage's trace holds no
     # receive for a step its predecessor ran after its own window had closed.
     last = tracekit.load(run).events_frame(1)
-    steps = last[last["name"].astype(str).str.startswith("execute_context")]
+    steps = last[last["name"].astype(str).map(is_step_name)]
     recvs = last[last["name"] == ops["recv"]]
     assert len(recvs) > 0
     assert recvs["start_ns"].max() < (steps["start_ns"] + steps["dur_ns"]).max()

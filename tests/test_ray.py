@@ -45,6 +45,12 @@ def test_ray_equals_local_on_real_runs(cluster: str, run: str) -> None:
     assert to_json(analyze_ray(SAMPLES / run)) == local(SAMPLES / run)
 
 
+def test_ray_equals_local_on_one_trace_file(cluster: str) -> None:
+    """A run of one file takes both rounds in one task, whose result is a tuple."""
+    (trace,) = sorted((SAMPLES / "vllm_cpu_tp2" / "traces").glob("*rank0*.json.gz"))
+    assert to_json(analyze_ray(trace)) == local(trace)
+
+
 def test_ray_equals_local_with_an_unreadable_rank(cluster: str, tmp_path: Path) -> None:
     folder = _ranks(tmp_path / "run", 4)
     (folder / "rank-7.json.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")

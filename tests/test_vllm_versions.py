@@ -305,3 +305,36 @@ def test_a_capture_under_an_unsupported_vllm_says_so_in_one_line(tmp_path: Path)
     assert final.capture["hooks"]["vllm"] == "0.12.0"
     lines = [n for n in final.notes if n.startswith("vLLM 0.12.0 is older")]
     assert len(lines) == 1 and "upgrade vLLM" in lines[0]
+
+
+@dataclass
+class Config013(ConfigWithWindow):
+    """``ProfilerConfig`` of 0.13–0.25: the fields tracekit always sets, no extras."""
+
+    torch_profiler_dir: str = ""
+    torch_profiler_with_stack: bool = True
+    torch_profiler_record_shapes: bool = False
+    ignore_frontend: bool = False
+
+
+@dataclass
+class Config026(Config013):
+    """About 0.26 on: detailed step annotations and a profiled graph capture."""
+
+    detailed_trace_annotation: bool = False
+    capture_torch_profiler: bool = False
+
+
+@pytest.mark.parametrize(("config", "extras"), [(Config026, True), (Config013, False)])
+def test_the_capture_asks_for_graph_capture_traces_where_vllm_has_them(
+    fake_vllm: Any, tmp_path: Path, config: type, extras: bool
+) -> None:
+    from collectors.vllm_plugin import _set_profiler_config
+
+    fake_vllm(Engine019, config)
+    args = types.SimpleNamespace(profiler_config=None)
+    _set_profiler_config(args, Settings(run_dir=tmp_path))
+    got = args.profiler_config
+    assert (got.profiler, got.delay_iterations, got.max_iterations) == ("torch", 5, 20)
+    assert getattr(got, "detailed_trace_annotation", False) is extras
+    assert getattr(got, "capture_torch_profiler", False) is extras

@@ -40,8 +40,10 @@ def load(path: str | Path, jobs: int | None = None) -> Trace:
     return _load(path, jobs=jobs)
 
 
-def analyze(path: str | Path, jobs: int | None = None) -> Analysis:
-    """Load and analyse ``path``: buckets per rank, steps, top ops and the regime verdict."""
+def analyze(path: str | Path, jobs: int | None = None, whole_window: bool = False) -> Analysis:
+    """Load and analyse ``path``: buckets per rank, steps, top ops and the regime verdict,
+    over the run's steady window (``Analysis.steady`` says which steps and why), or over
+    everything profiled with ``whole_window``."""
     from analyzers.engine.driver import analyze as _analyze
 
-    return _analyze(path, jobs=jobs)
+    return _analyze(path, jobs=jobs, whole_window=whole_window)

@@ -39,6 +39,12 @@ def main(verbose: int) -> None:
     "tracekit[ray]). ADDRESS joins a cluster (auto, host:port, ray://...); without it a "
     "local Ray instance runs for the analysis.",
 )
+@click.option(
+    "--whole-window",
+    is_flag=True,
+    help="Analyse the whole profiled window, warm-up, ramp and drain included (default: the "
+    "steady window, chosen from the engine steps' batch, prefill/decode mix and step time).",
+)
 @guarded
 def analyze(
     path: Path | None,
@@ -47,8 +53,11 @@ def analyze(
     width: int | None,
     jobs: int | None,
     ray_address: str | None,
+    whole_window: bool,
 ) -> None:
-    """Analyse a trace file, a folder of per-rank traces, or a run directory."""
+    """Analyse a trace file, a folder of per-rank traces, or a run directory: over its steady
+    window (after warm-up and ramp, before drain) where its engine steps show one, else over
+    the whole profiled window; the report says which and why."""
     from tracekit.progress import progress_bar
 
     if path is None and ray_address and Path(ray_address).exists():
@@ -61,11 +70,13 @@ def analyze(
         if ray_address is None:
             from analyzers.engine.driver import analyze as run_analysis
 
-            analysis = run_analysis(path, progress=progress, jobs=jobs)
+            analysis = run_analysis(path, progress=progress, jobs=jobs, whole_window=whole_window)
         else:
             from analyzers.engine.ray_executor import analyze_ray
 
-            analysis = analyze_ray(path, ray_address or None, progress=progress)
+            analysis = analyze_ray(
+                path, ray_address or None, progress=progress, whole_window=whole_window
+            )
     if as_json:
         from tracekit.render.json import render as render_json
 

@@ -2,8 +2,9 @@
 
 1. **read** (``file_jobs.read_file``, one task per file): parse each file once and describe its
    ranks (identity, devices, own window); the parsed ranks wait in a spill file for round 2;
-2. **settle** (``settle.settle``, here): identities, the device peaks and the common window,
-   from every rank's description, before any stage runs;
+2. **settle** (``settle.settle``, here): identities, the device peaks and the window (the
+   common window, narrowed to the steady state unless the whole window is asked for), from
+   every rank's description, before any stage runs;
 3. **per rank** (``file_jobs.analyze_file``, one task per file): the per-rank stages
    (``analyzers.rank.rank_stages``) under what was settled; each rank comes back as a digest;
 4. **run** (``analyzers.run.run_stages``, here): the run-level stages over the digests, in rank
@@ -47,6 +48,7 @@ from analyzers.read.discover import Discovered, discover
 from analyzers.read.loader import missing_ranks
 from analyzers.read.run_facts import RunFacts, manifest_facts
 from analyzers.run.run_stages import RUN_STAGES, RunStage, RunState, analysis_of, run_stages
+from analyzers.run.steady_state import Asked
 from tracekit.core.analysis import Analysis
 from tracekit.core.errors import TracekitError
 from tracekit.core.partition import RankPartition
@@ -76,11 +78,14 @@ def analyze(
     progress: Progress | None = None,
     stages: Sequence[Stage] = RANK_STAGES,
     jobs: int | None = None,
+    whole_window: bool = False,
 ) -> Analysis:
     """Analyse PATH (a trace file, a folder of rank traces, a run directory); ``jobs``: ranks
     analysed at once in worker processes (None: one per core, capped by the files; 1: here).
-    Whatever it is, the Analysis is the same."""
-    return analyze_found(discover(Path(path)), pool_executor(jobs), progress, stages)[0]
+    Whatever it is, the Analysis is the same. The ranks are analysed over the run's steady
+    window (``analyzers.run.steady_state``), or over the whole one with ``whole_window``."""
+    found, execute = discover(Path(path)), pool_executor(jobs)
+    return analyze_found(found, execute, progress, stages, whole_window=whole_window)[0]
 
 
 def analyze_found(
@@ -93,6 +98,7 @@ def analyze_found(
     keep_partitions: bool = False,
     run_level: Sequence[RunStage] = RUN_STAGES,
     keep_ops: bool = False,
+    whole_window: bool = False,
 ) -> tuple[Analysis, list[RankDigest]]:
     """Analyse every discovered file with ``execute``: the Analysis, and each rank's digest in
     rank order, with its partition where ``keep_partitions`` and its op table where
@@ -111,6 +117,7 @@ def analyze_found(
             index=i,
             keep_partitions=keep_partitions,
             keep_ops=keep_ops,
+            asked=_asked(whole_window),
         )
         for i, f in enumerate(found.files)
     ]
@@ -123,7 +130,9 @@ def analyze_found(
         by_file: list[list[RankOut] | None] = [outs]
         failures: list[TracekitError] = []
     else:
-        reads, run, by_file, failures = _two_rounds(jobs, execute, progress, facts, manifest)
+        reads, run, by_file, failures = _two_rounds(
+            jobs, execute, progress, facts, manifest, _asked(whole_window)
+        )
     log.info("parsed and analysed every file: %.2f s", time.perf_counter() - start)
     for read, outs in zip(reads, by_file, strict=True):
         _log_file(read, outs)
@@ -132,16 +141,22 @@ def analyze_found(
     warnings += [f"rank trace unreadable, analysed without it: {exc}" for exc in failures]
     warnings += missing_ranks(run.identities)
     info = RunInfo(str(found.source), run_dir, manifest, tuple(warnings))
-    return run_level_analysis(info, digests, run.facts, run_level), digests
+    analysis = run_level_analysis(info, digests, run.facts, run_level)
+    return msgspec.structs.replace(analysis, steady=run.steady), digests
 
 
 def analyze_ops(
-    path: str | Path, jobs: int | None = None, progress: Progress | None = None
+    path: str | Path,
+    jobs: int | None = None,
+    progress: Progress | None = None,
+    whole_window: bool = False,
 ) -> tuple[Analysis, tuple[OpTable | None, ...]]:
     """``analyze`` with each rank's every op and kernel by name and shape
     (``analyzers.rank.op_table``), in rank order: what a kernel diff compares."""
     found = discover(Path(path))
-    analysis, digests = analyze_found(found, pool_executor(jobs), progress, keep_ops=True)
+    analysis, digests = analyze_found(
+        found, pool_executor(jobs), progress, keep_ops=True, whole_window=whole_window
+    )
     return analysis, tuple(d.ops for d in digests)
 
 
@@ -150,9 +165,10 @@ def analyze_trace(
     stages: Sequence[Stage] = RANK_STAGES,
     facts: RunFacts | None = None,
     keep_partitions: bool = False,
+    whole_window: bool = False,
 ) -> Analysis:
     """A loaded Trace (``tracekit.load``) analysed here, settled and staged as ``analyze`` does."""
-    return analyze_loaded(trace, stages, facts, keep_partitions)[0]
+    return analyze_loaded(trace, stages, facts, keep_partitions, whole_window)[0]
 
 
 def analyze_loaded(
@@ -160,6 +176,7 @@ def analyze_loaded(
     stages: Sequence[Stage] = RANK_STAGES,
     facts: RunFacts | None = None,
     keep_partitions: bool = False,
+    whole_window: bool = False,
 ) -> tuple[Analysis, tuple[RankPartition | None, ...]]:
     """``analyze_trace`` with each rank's partition where ``keep_partitions``."""
     facts = facts if facts is not None else manifest_facts(trace.run_dir, trace.manifest)
@@ -167,7 +184,7 @@ def analyze_loaded(
         FileRead((header(r, trace.names),), FileStats(Path(r.path).name, 0, 0.0, len(r.events)))
         for r in trace.ranks
     ]
-    run = settle(facts, trace.manifest, reads)
+    run = settle(facts, trace.manifest, reads, _asked(whole_window))
     _log_settled(run)
     outs = []
     for rank, read, settled in zip(trace.ranks, reads, run.files, strict=True):
@@ -178,17 +195,20 @@ def analyze_loaded(
     digests = [outs[i].digest for i, _ in run.order]
     info = RunInfo.of(trace)
     analysis = run_level_analysis(info, digests, run.facts)
+    analysis = msgspec.structs.replace(analysis, steady=run.steady)
     return analysis, tuple(d.partition for d in digests)
 
 
-def settle_loaded(trace: Trace, facts: RunFacts | None = None) -> SettledRun:
+def settle_loaded(
+    trace: Trace, facts: RunFacts | None = None, whole_window: bool = False
+) -> SettledRun:
     """What ``analyze_trace`` settles for a loaded Trace: each rank as a file of its own."""
     facts = facts if facts is not None else manifest_facts(trace.run_dir, trace.manifest)
     reads: list[FileRead | None] = [
         FileRead((header(r, trace.names),), FileStats(Path(r.path).name, 0, 0.0, len(r.events)))
         for r in trace.ranks
     ]
-    return settle(facts, trace.manifest, reads)
+    return settle(facts, trace.manifest, reads, _asked(whole_window))
 
 
 def run_level_analysis(
@@ -210,6 +230,7 @@ def _two_rounds(
     progress: Progress | None,
     facts: RunFacts,
     manifest: dict[str, Any] | None,
+    asked: Asked = "steady",
 ) -> tuple[list[FileRead | None], SettledRun, list[list[RankOut] | None], list[TracekitError]]:
     try:
         spill = tempfile.mkdtemp(prefix="tracekit-ranks-")
@@ -234,7 +255,7 @@ def _two_rounds(
                 f"cannot keep the parsed ranks between the two rounds ({spilled}); "
                 "point TMPDIR at a folder with room for them",
             )
-        run = settle(facts, manifest, reads)
+        run = settle(facts, manifest, reads, asked)
         _log_settled(run)
         todo = [
             (i, replace(j, settled=s))
@@ -251,6 +272,10 @@ def _two_rounds(
         return reads, run, by_file, failures
     finally:
         shutil.rmtree(spill, ignore_errors=True)
+
+
+def _asked(whole_window: bool) -> Asked:
+    return "whole" if whole_window else "steady"
 
 
 def _offset(progress: Progress | None, done: int, total: int) -> Progress | None:

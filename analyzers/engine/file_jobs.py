@@ -36,6 +36,7 @@ from analyzers.rank.rank_stages import RANK_STAGES, RankState, Stage, run_stages
 from analyzers.read.discover import TraceFile
 from analyzers.read.loader import rank_trace
 from analyzers.read.run_facts import RunFacts
+from analyzers.run.steady_state import Asked, annotation_spans
 from tracekit.core.partition import RankPartition
 from tracekit.core.trace_model import NameTable, RankTrace
 
@@ -53,6 +54,7 @@ class FileJob:
     settled: Settled | None = None  # round 2: what the run settled for this file's ranks
     keep_partitions: bool = False  # send back each rank's partition (for a timeline)
     keep_ops: bool = False  # send back each rank's op table (for a diff)
+    asked: Asked = "steady"  # the window to analyse: the steady one, or the whole one
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,7 @@ def read_and_analyze(job: FileJob) -> tuple[FileRead, SettledRun, list[RankOut]]
     """Both rounds in one task, for a run of one file: it settles from its own ranks."""
     ranks, names, stats = _parse(job)
     read = FileRead(tuple(header(r, names) for r in ranks), stats)
-    run = settle(job.facts, job.manifest, [read])
+    run = settle(job.facts, job.manifest, [read], job.asked)
     settled = run.files[0]
     assert settled is not None
     outs = analyze_ranks(
@@ -108,7 +110,8 @@ def read_and_analyze(job: FileJob) -> tuple[FileRead, SettledRun, list[RankOut]]
 
 def header(rank: RankTrace, names: NameTable) -> RankHeader:
     own = own_window(rank.events, classify_events(rank.events, names))
-    return RankHeader(rank.id, rank.path, rank.has_device, rank.device_keys, own)
+    steps = annotation_spans(rank.events, names, "gpu" if rank.has_device else "cpu")
+    return RankHeader(rank.id, rank.path, rank.has_device, rank.device_keys, own, steps)
 
 
 def spill_path(job: FileJob) -> Path:

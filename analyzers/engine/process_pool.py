@@ -9,8 +9,8 @@ is.
 Workers are forked where this process runs a single thread, else started from a fork server
 that has imported the parsers once (a threaded parent, e.g. with a progress bar, is never
 forked), or spawned where neither exists. A worker's
-TracekitError comes back as (path, cause) and is rebuilt here; any other exception is a bug
-and propagates.
+TracekitError comes back as a ``WorkerError`` (path, cause) and is rebuilt here (a result
+may itself be a tuple); any other exception is a bug and propagates.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -49,11 +50,22 @@ def parse_file(path: Path) -> list[ParsedTrace]:
     return parse_nsys(path) if is_nsys(path) else [parse_trace(path)]
 
 
-def _worker(fn: Callable[[J], T], job: J) -> T | tuple[str | None, str]:
+@dataclass(frozen=True)
+class WorkerError:
+    """A TracekitError across a process or Ray boundary (its pickled form would lose them)."""
+
+    path: str | None
+    cause: str
+
+    def rebuilt(self) -> TracekitError:
+        return TracekitError(self.path, self.cause)
+
+
+def _worker(fn: Callable[[J], T], job: J) -> T | WorkerError:
     try:
         return fn(job)
-    except TracekitError as exc:  # its pickled form would lose (path, cause)
-        return exc.path, exc.cause
+    except TracekitError as exc:
+        return WorkerError(exc.path, exc.cause)
 
 
 def default_jobs(files: int) -> int:
@@ -94,7 +106,7 @@ def run_all(
     log.debug("%d item(s) in %d worker processes (%s)", total, jobs, context.get_start_method())
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
         futures = {pool.submit(_worker, fn, item): i for i, item in enumerate(items)}
-        pending: set[Future[T | tuple[str | None, str]]] = set(futures)
+        pending: set[Future[T | WorkerError]] = set(futures)
         done_count = 0
         try:
             while pending:
@@ -103,7 +115,7 @@ def run_all(
                     index = futures[future]
                     result = future.result()
                     outcomes[index] = (
-                        TracekitError(*result) if isinstance(result, tuple) else result
+                        result.rebuilt() if isinstance(result, WorkerError) else result
                     )
                     done_count += 1
                     if progress:

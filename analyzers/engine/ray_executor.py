@@ -35,7 +35,7 @@ import msgspec
 
 from analyzers.engine.driver import Executor, analyze_found
 from analyzers.engine.file_jobs import FileJob
-from analyzers.engine.process_pool import Progress, _worker
+from analyzers.engine.process_pool import Progress, WorkerError, _worker
 from analyzers.rank.rank_stages import RANK_STAGES, Stage
 from analyzers.read.discover import Discovered, TraceFile, discover, manifest_fields, missing_note
 from analyzers.read.run_facts import RunFacts, manifest_facts
@@ -148,8 +148,10 @@ def analyze_ray(
     address: str | None = None,
     progress: Progress | None = None,
     stages: Sequence[Stage] = RANK_STAGES,
+    whole_window: bool = False,
 ) -> Analysis:
-    """Analyse PATH with one Ray task per trace file (``address``: None starts a local Ray)."""
+    """Analyse PATH with one Ray task per trace file (``address``: None starts a local Ray);
+    over the steady window, or the whole one with ``whole_window`` (as ``driver.analyze``)."""
     ray = import_ray(path)
     started = not ray.is_initialized()
     if started and address:
@@ -175,6 +177,7 @@ def analyze_ray(
             stages,
             facts=placement.facts,
             manifest=placement.manifest,
+            whole_window=whole_window,
         )
         return analysis
     finally:
@@ -221,7 +224,7 @@ def _executor(ray: Any, placement: Placement) -> Executor:
             for ref in done:
                 i = index[ref]
                 result = ray.get(ref)
-                out[i] = TracekitError(*result) if isinstance(result, tuple) else result
+                out[i] = result.rebuilt() if isinstance(result, WorkerError) else result
                 if progress:
                     progress(len(refs) - len(pending), len(refs), jobs[i].file.path.name)
         return [o for o in out if o is not None]

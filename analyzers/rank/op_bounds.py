@@ -11,21 +11,39 @@ per-step model, and lets it take precedence where shapes exist.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
+from typing import Final, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
-from analyzers.planning.op_cost import OP_KINDS, SHAPES_SOURCE, OpCosts, costs
+from analyzers.planning.captured_cost import context_cost
+from analyzers.planning.op_cost import (
+    ATTENTION,
+    HOST_KINDS,
+    OP_KINDS,
+    SHAPES_SOURCE,
+    OpCosts,
+    costs,
+)
 from analyzers.rank.attribute import BUCKET_INDEX, Attribution, relabel, split
 from analyzers.rank.classify import FAMILY_LEVEL, UNCLASSIFIED_INDEX
+from analyzers.rank.graph_merge import GraphCalls
+from analyzers.rank.step_annotations import StepRow
 from tracekit.core.analysis import OpKindRoofline
 from tracekit.core.buckets import COMPUTE, HBM
 from tracekit.core.hardware import DeviceSpec
-from tracekit.core.trace_model import DEVICE_KINDS, Events, Kind
+from tracekit.core.trace_model import DEVICE_KINDS, NO_VALUE, Events, Kind
 
 I64 = npt.NDArray[np.int64]
 _C, _H = BUCKET_INDEX[COMPUTE], BUCKET_INDEX[HBM]
 _MIN = np.iinfo(np.int64).min
+CAPTURE_SOURCE: Final = "capture shapes"
+_CONTEXT_HINT = (
+    "; paged attention is costed over the step's whole context, and sliding-window layers "
+    "read only their window of it"
+)
+SOURCES: Final = (SHAPES_SOURCE, CAPTURE_SOURCE)
 
 
 def peak_errors(f_pct: float | None, b_pct: float | None) -> list[str]:
@@ -38,23 +56,52 @@ def peak_errors(f_pct: float | None, b_pct: float | None) -> list[str]:
     ]
 
 
+class OpResult(NamedTuple):
+    kinds: list[OpKindRoofline]
+    decided_ns: int
+    notes: list[str]
+    #: per source (SHAPES_SOURCE, CAPTURE_SOURCE): the intervals its costed calls' time covers
+    spans: dict[str, tuple[I64, I64]]
+    #: device time of capture-costed calls per decoder layer and op kind (where the capture
+    #: recorded the layers)
+    layers_ns: dict[int, dict[str, int]]
+
+
 def op_roofline(
-    att: Attribution, events: Events, spec: DeviceSpec
-) -> tuple[Attribution, tuple[list[OpKindRoofline], int, list[str]] | None]:
+    att: Attribution,
+    events: Events,
+    spec: DeviceSpec,
+    graph: GraphCalls | None = None,
+    steps: Sequence[StepRow] = (),
+) -> tuple[Attribution, OpResult | None]:
     """Each call tree's outermost shape-costed op (``analyzers.planning.op_cost``) decides its
     time by its own FLOP/byte against the ridge: on CPU ranks the op's span, on GPU ranks the device
-    work it launched (by correlation id). Segments covered by a compute-bound call go to
-    compute, the rest covered to hbm (the sweep's priority); only named compute / hbm time is
-    relabelled, so the partition stays exact. None when no op carries a costed shape."""
-    cost = costs(events)
+    work it launched (by correlation id), and graph-replayed kernels by the op call that launched
+    them at capture (``graph``: ``analyzers.rank.graph_merge``). Segments covered by a
+    compute-bound call go to compute, the rest covered to hbm (the sweep's priority); only named
+    compute / hbm time is relabelled, so the partition stays exact. Paged decode attention
+    ops are costed at their step's keys read (vLLM's detailed annotation, ``steps``). None
+    when no call is costed."""
+    cost, unknown = _with_context(costs(events), events, steps)
     roots = _roots(events, np.flatnonzero((cost.kind >= 0) & (cost.bytes > 0)))
-    if not len(roots):
+    extra = 0 if graph is None else len(graph.flops)
+    if not len(roots) and not extra:
         return att, None
-    bound = cost.flops[roots] >= spec.ridge * cost.bytes[roots]
+    none = np.zeros(0)
+    flops = np.concatenate([cost.flops[roots], none if graph is None else graph.flops])
+    size = np.concatenate([cost.bytes[roots], none if graph is None else graph.bytes])
+    kind = np.concatenate([cost.kind[roots], none if graph is None else graph.kind])
+    kind = kind.astype(np.int8)
+    source = np.repeat(np.array([0, 1], dtype=np.int8), [len(roots), extra])
+    bound = flops >= spec.ridge * size
     if att.device == "gpu":
         listed, owner = _launched(events, roots)
+        if graph is not None:
+            keep = ~np.isin(listed, graph.rows)
+            listed = np.concatenate([listed[keep], graph.rows])
+            owner = np.concatenate([owner[keep], graph.owner + len(roots)])
         lo, hi = events.start_ns[listed], events.end_ns[listed]
-        time_ns = np.bincount(owner, weights=events.dur_ns[listed], minlength=len(roots))
+        time_ns = np.bincount(owner, weights=events.dur_ns[listed], minlength=len(flops))
         span = owner
     else:
         lo, hi, time_ns = events.start_ns[roots], events.end_ns[roots], events.dur_ns[roots]
@@ -63,8 +110,8 @@ def op_roofline(
         at = _owner(events, roots, _thread(events, cpu), events.start_ns[cpu])
         listed, owner = cpu[at >= 0], at[at >= 0]
     att = split(att, np.concatenate([lo, hi]))
-    on_c = _cover(att, lo[bound[span]], hi[bound[span]]) > 0
-    on_h = _cover(att, lo[~bound[span]], hi[~bound[span]]) > 0
+    on_c = cover(att, lo[bound[span]], hi[bound[span]]) > 0
+    on_h = cover(att, lo[~bound[span]], hi[~bound[span]]) > 0
     named = att.partition.winner != FAMILY_LEVEL[UNCLASSIFIED_INDEX]
     eligible = (on_c | on_h) & np.isin(att.segment_bucket, (_C, _H)) & named
     labels = att.segment_bucket.copy()
@@ -73,20 +120,77 @@ def op_roofline(
     ok = np.isin(op_bucket[listed], (_C, _H)) & (att.op_family[listed] != UNCLASSIFIED_INDEX)
     op_bucket[listed[ok]] = np.where(bound[owner[ok]], _C, _H)
     decided = int(np.diff(att.partition.bounds)[eligible].sum())
-    kinds, notes = _op_kinds(spec, cost, roots, np.asarray(time_ns, dtype=np.int64))
-    notes.insert(
-        0,
-        f"ops: {len(roots)} calls costed from {SHAPES_SOURCE} (outermost costed op per call "
-        f"tree), each call's time split by its FLOP/byte against the ridge {spec.ridge:.1f}",
-    )
-    return relabel(att, labels, op_bucket), (kinds, decided, notes)
+    time_ns = np.asarray(time_ns, dtype=np.int64)
+    kinds, notes = [], []
+    for code, name in enumerate(SOURCES):
+        mine = source == code
+        k, n = _op_kinds(spec, flops[mine], size[mine], kind[mine], time_ns[mine], name)
+        kinds += k
+        notes += n
+    if len(roots):
+        notes.insert(
+            0,
+            f"ops: {len(roots)} calls costed from {SHAPES_SOURCE} (outermost costed op per call "
+            f"tree), each call's time split by its FLOP/byte against the ridge {spec.ridge:.1f}",
+        )
+    if unknown:
+        notes.append(
+            f"{unknown} paged attention calls left uncosted: their step has no detailed "
+            "annotation (keys read), so their context is unknown"
+        )
+    if graph is not None:
+        notes += graph.notes
+    spans = {
+        name: (lo[source[span] == code], hi[source[span] == code])
+        for code, name in enumerate(SOURCES)
+    }
+    layers: dict[int, dict[str, int]] = {}
+    if graph is not None and graph.layer is not None:
+        replayed = (graph.layer.tolist(), graph.kind.tolist(), time_ns[len(roots) :].tolist())
+        for layer, k, ns in zip(*replayed, strict=True):
+            if layer >= 0:
+                mine = layers.setdefault(layer, {})
+                mine[OP_KINDS[k]] = mine.get(OP_KINDS[k], 0) + ns
+    result = OpResult(kinds, decided, notes, spans, dict(sorted(layers.items())))
+    return relabel(att, labels, op_bucket), result
+
+
+def _with_context(cost: OpCosts, events: Events, steps: Sequence[StepRow]) -> tuple[OpCosts, int]:
+    """``cost`` with each paged decode attention op costed at its step's keys read and
+    (query, key) pairs (``captured_cost.context_cost``); and how many such ops had no step
+    with those counts (left uncosted)."""
+    parts = [context_cost(s) for s in events.shapes.signatures]
+    if not any(parts):
+        return cost, 0
+    is_host = np.isin(events.kind, HOST_KINDS)
+    sid = np.where(is_host, events.shape_id, NO_VALUE)
+    has = np.array([p is not None for p in parts] + [False])
+    rows = np.flatnonzero(has[sid])
+    starts = np.array([s.start_ns for s in steps], dtype=np.int64)
+    ends = starts + np.array([s.dur_ns for s in steps], dtype=np.int64)
+    at = np.searchsorted(starts, events.start_ns[rows], side="right") - 1
+    flops, size, kind = cost.flops.copy(), cost.bytes.copy(), cost.kind.copy()
+    unknown = 0
+    for row, i in zip(rows.tolist(), at.tolist(), strict=True):
+        part = parts[int(sid[row])]
+        step = steps[i] if i >= 0 and events.start_ns[row] < ends[i] else None
+        got = None if part is None or step is None else part.cost(step.pairs, step.keys)
+        if got is None or part is None:
+            unknown += 1
+            continue
+        flops[row], size[row], kind[row] = got[0], got[1], part.kind
+    return OpCosts(flops, size, kind), unknown
 
 
 def _op_kinds(
-    spec: DeviceSpec, cost: OpCosts, roots: npt.NDArray[np.intp], time_ns: I64
+    spec: DeviceSpec,
+    flops: npt.NDArray[np.float64],
+    size: npt.NDArray[np.float64],
+    kind: npt.NDArray[np.int8],
+    time_ns: I64,
+    source: str,
 ) -> tuple[list[OpKindRoofline], list[str]]:
     out, notes = [], []
-    flops, size, kind = cost.flops[roots], cost.bytes[roots], cost.kind[roots]
     for k, name in enumerate(OP_KINDS):
         rows = np.flatnonzero((kind == k) & (time_ns > 0))
         if not len(rows):
@@ -96,11 +200,12 @@ def _op_kinds(
         seconds = time_ns[rows] / 1e9
         over = (flops[rows] / seconds > spec.flops) | (size[rows] / seconds > spec.bandwidth)
         errors = peak_errors(f_pct, b_pct)
-        notes += [f"{name} ops: {e}" for e in errors]
+        notes += [f"{name} ops ({source}): {e}" for e in errors]
         if over.any():
             notes.append(
-                f"{name} ops: {int(over.sum())} calls exceed a peak on their own (model "
+                f"{name} ops ({source}): {int(over.sum())} calls exceed a peak on their own (model "
                 "errors: shapes that don't describe the work, or a time that misses it)"
+                + (_CONTEXT_HINT if (name, source) == (ATTENTION, CAPTURE_SOURCE) else "")
             )
         out.append(
             OpKindRoofline(
@@ -115,7 +220,7 @@ def _op_kinds(
                 bandwidth_pct=None if b_pct > 100 else round(b_pct, 3),
                 above_peak=int(over.sum()),
                 model_error="; ".join(errors) or None,
-                source=SHAPES_SOURCE,
+                source=source,
             )
         )
     return out, notes
@@ -174,7 +279,7 @@ def _launched(
     return dev[owner >= 0], owner[owner >= 0]
 
 
-def _cover(att: Attribution, lo: I64, hi: I64) -> I64:
+def cover(att: Attribution, lo: I64, hi: I64) -> I64:
     """Per segment: how many of the intervals [lo, hi) hold it (``att`` is split at them)."""
     bounds = att.partition.bounds
     if len(bounds) < 2:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from analyzers.rank.attribute import Attribution
 from analyzers.rank.classify import FAMILIES, UNCLASSIFIED_INDEX
+from analyzers.rank.graph_merge import graph_launches
 from tracekit.core.analysis import NAME_PRIOR, OpTime, RankResult, Step
 from tracekit.core.buckets import BUCKETS
 from tracekit.core.trace_model import Kind
@@ -16,7 +16,6 @@ from tracekit.core.trace_model import Kind
 if TYPE_CHECKING:
     from analyzers.rank.rank_stages import RankState
 
-_GRAPH_LAUNCH = re.compile(r"GraphLaunch", re.IGNORECASE)
 TOP_PER_BUCKET = 5
 TOP_UNCLASSIFIED = 10
 
@@ -94,12 +93,7 @@ def _op_tables(state: RankState, att: Attribution) -> tuple[list[OpTime], list[O
 
 def _graph_kernels(state: RankState) -> int:
     """Kernels replayed from a CUDA/HIP graph: they share one graph launch's correlation id."""
-    ev, names = state.trace.events, state.names
-    runtime = np.flatnonzero(ev.kind == Kind.RUNTIME)
-    if not len(runtime):
-        return 0
-    ids, inverse = np.unique(ev.name_id[runtime], return_inverse=True)
-    is_launch = np.array([bool(_GRAPH_LAUNCH.search(names[int(i)])) for i in ids])
-    launches = ev.correlation[runtime[is_launch[inverse]]]
+    ev = state.trace.events
+    launches = ev.correlation[graph_launches(ev, state.names)]
     kernels = ev.kind == Kind.KERNEL
-    return int(np.isin(ev.correlation[kernels], launches[launches >= 0]).sum())
+    return int(np.isin(ev.correlation[kernels], launches).sum())

@@ -20,9 +20,11 @@ from analyzers.rank.classify import (
     classify_events,
     route_moe_host_ops,
 )
+from analyzers.rank.graph_merge import merge_captures
 from analyzers.rank.kv_stall import kv_stall
 from analyzers.rank.roofline_stage import roofline, step_windows
 from analyzers.rank.step_annotations import StepRow, find_steps
+from analyzers.read.graph_capture import captures_beside
 from analyzers.read.run_facts import RunFacts
 from analyzers.run.window import Window
 from tracekit.core.analysis import (
@@ -77,11 +79,18 @@ def steps_stage(state: RankState) -> RankState:
 
 
 def roofline_stage(state: RankState) -> RankState:
-    """Compute vs HBM inside engine steps from the model config (no-op without one)."""
+    """Compute vs HBM: per op call from trace shapes and, for graph-replayed kernels, from the
+    capture traces beside the trace (``capture_traces/``); inside engine steps from the model
+    config."""
     if state.facts is None or state.attribution is None or state.steps is None:
         return state
+    events = state.trace.events
+    graph = None
+    if state.attribution.device == "gpu":
+        captures = captures_beside(state.trace.path)
+        graph = merge_captures(events, state.names, captures, state.steps)
     att, result = roofline(
-        state.attribution, state.trace.events, state.steps, state.facts, state.trace.id
+        state.attribution, events, state.steps, state.facts, state.trace.id, graph
     )
     return replace(state, attribution=att, roofline=result)
 

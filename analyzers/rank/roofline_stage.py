@@ -38,6 +38,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
+from analyzers.planning.op_cost import SHAPES_SOURCE
 from analyzers.planning.step_cost import StepCost, step_cost
 from analyzers.rank.attribute import (
     BUCKET_INDEX,
@@ -47,7 +48,9 @@ from analyzers.rank.attribute import (
     split,
 )
 from analyzers.rank.classify import FAMILY_LEVEL, UNCLASSIFIED_INDEX
-from analyzers.rank.op_bounds import op_roofline, peak_errors
+from analyzers.rank.costed_time import costed_ns
+from analyzers.rank.graph_merge import GraphCalls
+from analyzers.rank.op_bounds import CAPTURE_SOURCE, op_roofline, peak_errors
 from analyzers.rank.step_annotations import StepRow
 from analyzers.read.run_facts import RunFacts
 from analyzers.read.vllm_log import LogRecord
@@ -100,8 +103,9 @@ def step_windows(events: Events, steps: Sequence[StepRow], device: str) -> tuple
 
 class DecodeContext:
     """C, the context tokens a step's decodes read: the scheduler's count in steps/
-    (``decode_context``, captures of this tracekit), else from KV usage in steps/, else
-    prompts (vLLM's logged stats are one sample per interval, too coarse for a step's
+    (``decode_context``, captures of this tracekit), else vLLM's detailed step annotation
+    (``sk`` of the generation phase) where there is no steps/, else from KV usage in steps/,
+    else prompts (vLLM's logged stats are one sample per interval, too coarse for a step's
     context)."""
 
     def __init__(self, facts: RunFacts, engine: int, steps: Sequence[StepRow]) -> None:
@@ -112,9 +116,12 @@ class DecodeContext:
         prompts = [s.context_tokens / s.context_requests for s in steps if s.context_requests]
         self.prompt = float(np.mean(prompts)) if prompts else 0.0
         counted = any(r.decode_context for r in mine)
+        self.annotated = not mine and any(s.generation_keys for s in steps)
         self.source = (
             "the scheduler's context counts in steps/"
             if counted
+            else "the detailed step annotations' keys read (sk; no steps/)"
+            if self.annotated
             else "KV usage in steps/"
             if mine and self.capacity
             else "prompt lengths seen (no steps/ KV usage)"
@@ -128,6 +135,8 @@ class DecodeContext:
         record = self._record_of(step)
         if record is not None and record.decode_context:
             return float(record.decode_context)
+        if self.annotated and step.generation_keys is not None:
+            return float(step.generation_keys)
         if self.records and self.capacity:
             r = record or self.records[max(bisect_right(self.ts, step.start_ns) - 1, 0)]
             cached = max(0.0, r.kv_usage * self.capacity - step.context_tokens)
@@ -153,26 +162,50 @@ def roofline(
     steps: Sequence[StepRow],
     facts: RunFacts,
     identity: RankId,
+    graph: GraphCalls | None = None,
 ) -> tuple[Attribution, RankRoofline | None]:
     """Compute vs HBM: inside modelled steps by each step's intensity (model config), then
-    per op call by its own intensity where the trace recorded shapes (which take precedence)."""
+    per op call by its own intensity where the trace recorded shapes or a capture trace gave
+    the replayed kernels' ops (``graph``), which take precedence. ``costed_ns`` says which
+    decided how much of the rank's busy time (``analyzers.rank.costed_time``)."""
     spec = facts.spec
     if spec is None:
         return att, None
     result = None
     if facts.model is not None:
         att, result = _step_roofline(att, events, steps, facts, identity, facts.model, spec)
-    att, ops = op_roofline(att, events, spec)
-    if ops is None:
-        return att, result
-    kinds, decided, notes = ops
-    if result is None or result.basis == NAME_PRIOR:
-        base = result or RankRoofline(
-            basis=SHAPES, device=spec.name, ridge=spec.ridge, kinds=[], decided_ns=0, notes=[]
+    att, ops = op_roofline(att, events, spec, graph, steps)
+    if ops is not None:
+        if result is None or result.basis == NAME_PRIOR:
+            base = result or RankRoofline(
+                basis=SHAPES, device=spec.name, ridge=spec.ridge, kinds=[], decided_ns=0, notes=[]
+            )
+            result = msgspec.structs.replace(base, basis=SHAPES)
+        result = msgspec.structs.replace(
+            result,
+            ops=ops.kinds,
+            ops_decided_ns=ops.decided_ns,
+            notes=[*result.notes, *ops.notes],
+            layers_ns=ops.layers_ns,
         )
-        result = msgspec.structs.replace(base, basis=SHAPES)
-    notes = [*result.notes, *notes]
-    return att, msgspec.structs.replace(result, ops=kinds, ops_decided_ns=decided, notes=notes)
+    elif graph is not None:  # replayed kernels nothing costed: say why
+        result = result or RankRoofline(
+            basis=NAME_PRIOR, device=spec.name, ridge=spec.ridge, kinds=[], decided_ns=0, notes=[]
+        )
+        result = msgspec.structs.replace(result, notes=[*result.notes, *graph.notes])
+    if result is None:
+        return att, None
+    empty = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+    spans = ops.spans if ops is not None else {}
+    modelled = empty
+    if result.basis == ROOFLINE:
+        starts, ends = step_windows(events, steps, att.device)
+        used = np.array([s.context_tokens + s.generation_tokens > 0 for s in steps], dtype=bool)
+        modelled = (starts[used], ends[used]) if len(steps) else empty
+    costed = costed_ns(
+        att, spans.get(SHAPES_SOURCE, empty), spans.get(CAPTURE_SOURCE, empty), modelled
+    )
+    return att, msgspec.structs.replace(result, costed_ns=costed)
 
 
 def _step_roofline(

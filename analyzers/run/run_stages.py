@@ -18,6 +18,7 @@ import numpy as np
 
 from analyzers.rank.digest import RankDigest, RunInfo
 from analyzers.rank.kv_stall import kv_report
+from analyzers.rank.op_bounds import CAPTURE_SOURCE
 from analyzers.read.run_facts import RunFacts
 from analyzers.run.bubbles import bubbles, moe_report
 from analyzers.run.collective_report import collectives
@@ -55,9 +56,7 @@ STEP_BASIS = (
     "roofline (model config + step tokens) inside engine steps on {ranks}: each step's "
     "FLOPs / bytes against the ridge point"
 )
-OPS_BASIS = (
-    "per op call from trace shapes on {ranks} (taking precedence): each call's FLOPs / bytes"
-)
+OPS_BASIS = "per op call from {shapes} on {ranks} (taking precedence): each call's FLOPs / bytes"
 
 
 @dataclass(frozen=True)
@@ -248,7 +247,11 @@ def compute_hbm_basis(results: Sequence[RankResult], facts: RunFacts) -> str:
         return "all ranks" if len(labels) == len(results) else ", ".join(labels)
 
     parts = [STEP_BASIS.format(ranks=which(stepped))] if stepped else []
-    parts += [OPS_BASIS.format(ranks=which(shaped))] if shaped else []
+    captured = any(
+        o.source == CAPTURE_SOURCE for r in results if r.roofline for o in r.roofline.ops
+    )
+    shapes = "trace shapes and graph-capture shapes" if captured else "trace shapes"
+    parts += [OPS_BASIS.format(shapes=shapes, ranks=which(shaped))] if shaped else []
     return (
         f"{'; '.join(parts)}; against {spec.name} ({spec.ridge:.1f} FLOP/byte, {spec.source}); "
         "outside modelled steps and costed ops and for unclassified ops the " + COMPUTE_HBM_BASIS

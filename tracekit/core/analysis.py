@@ -18,6 +18,7 @@ from tracekit.core.hardware import DeviceSpec
 from tracekit.core.kv_reads import KvReads
 from tracekit.core.regime_table import Regime
 from tracekit.core.run_context import RunContext
+from tracekit.core.steady_state import SteadyState
 from tracekit.core.stragglers import Stragglers
 from tracekit.core.trace_model import RankId
 
@@ -122,6 +123,11 @@ class RankRoofline(msgspec.Struct, frozen=True, kw_only=True):
     notes: list[str]
     ops: list[OpKindRoofline] = msgspec.field(default_factory=list)  # from trace shapes
     ops_decided_ns: int = 0  # compute + hbm time of shape-costed ops (and their kernels)
+    #: busy time by what decided it: trace_shapes / capture_shapes / model_config / name_rules
+    costed_ns: dict[str, int] = msgspec.field(default_factory=dict)
+    #: graph-replayed device time per decoder layer and op kind (capture merge, where the
+    #: capture trace recorded module frames); empty otherwise
+    layers_ns: dict[int, dict[str, int]] = msgspec.field(default_factory=dict)
 
 
 class RankKv(msgspec.Struct, frozen=True):
@@ -320,6 +326,7 @@ class Analysis(msgspec.Struct, frozen=True, kw_only=True):
     peaks: Peaks | None = None
     engine_warnings: list[EngineWarning] = msgspec.field(default_factory=list)  # vLLM's logs
     stragglers: Stragglers | None = None  # who arrives last at collectives (core/stragglers)
+    steady: SteadyState | None = None  # the analysed window: steady or whole (core/steady_state)
 
     # --- derived views (pandas), built on demand -------------------------------------------
     def buckets_frame(self) -> pd.DataFrame:

@@ -276,3 +276,22 @@ class Regime(msgspec.Struct, frozen=True, kw_only=True):
     advice: list[str]
     runners_up: list[RunnerUp]
     not_assessed: dict[str, str]
+
+
+# --- the steady window (analyzers/run/steady_state.py) -----------------------------------
+#: Fewer engine steps than this in the window (or on the plateau once warm-up, ramp and drain
+#: are left out) is too few to call anything steady: the whole window is analysed.
+STEADY_MIN_STEPS: Final = 8
+#: The plateau's batch: this percentile of the steps' batch sizes (requests per step), the
+#: batch that the busiest quarter of the steps runs at or above.
+STEADY_PLATEAU_PERCENTILE: Final = 75
+#: A step is on the plateau when its batch is at least this share of the plateau's batch;
+#: leading steps below it are the ramp, trailing ones the drain.
+STEADY_BATCH_SHARE: Final = 0.8
+#: A leading step slower than this many times the plateau's median step is warm-up
+#: (compilation, cold caches, allocator growth).
+STEADY_SLOW_FACTOR: Final = 2.0
+#: A leading step whose prefill tokens are more than this share of its tokens is warm-up
+#: (the first prompts), when the window decodes at all (some step's decode tokens outweigh
+#: its prefill tokens); a prefill-only run keeps its prefill steps.
+STEADY_PREFILL_SHARE: Final = 0.5

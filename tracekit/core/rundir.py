@@ -30,6 +30,8 @@ from tracekit.core.version import vllm_support
 
 MANIFEST = "manifest.json"
 TRACES = "traces"
+#: under traces/: vLLM's graph-capture traces (``capture_torch_profiler``), kept as written
+CAPTURE_TRACES = "capture_traces"
 STEPS = "steps"
 LOGS = "logs"
 FORMAT = "tracekit-run"

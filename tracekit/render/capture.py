@@ -17,7 +17,7 @@ from typing import Any
 from rich import box
 from rich.table import Table
 
-from analyzers.rank.step_annotations import STEP_PATTERN
+from analyzers.rank.step_annotations import is_step_name
 from collectors.live_status import live_figures, status_line
 from tracekit.core import rundir
 from tracekit.render import text_console
@@ -107,7 +107,7 @@ def _window(trace: Path) -> tuple[int, int] | None:
         for e in events
         if isinstance(e, dict)
         and e.get("cat") == "user_annotation"
-        and STEP_PATTERN.fullmatch(str(e.get("name", "")))
+        and is_step_name(str(e.get("name", "")))
         and "ts" in e
     }
     if not spans:

@@ -25,7 +25,8 @@ from tracekit.render.context import TITLE, context_lines
 from tracekit.render.engine_said import TITLE as ENGINE_TITLE
 from tracekit.render.engine_said import engine_lines
 from tracekit.render.kv_reads import kv_read_lines
-from tracekit.render.roofline import op_roofline_table, step_roofline_table
+from tracekit.render.roofline import roofline_parts
+from tracekit.render.steady_state import steady_parts
 from tracekit.render.stragglers import straggler_parts
 from tracekit.render.verdict import evidence_lines, runners_up
 
@@ -60,7 +61,7 @@ SPARK = "▁▂▃▄▅▆▇█"
 def render(analysis: Analysis, width: int = 120, colour: bool = False, top: int = 12) -> str:
     console, buffer = text_console(width, colour)
     console.print(_summary(analysis))
-    console.print(_verdict(analysis))
+    console.print(_verdict(analysis), *steady_parts(analysis))
 
     def show(table: Table) -> None:
         fit(console, caption_left(table))
@@ -93,9 +94,8 @@ def render(analysis: Analysis, width: int = 120, colour: bool = False, top: int 
         show(_steps_table(analysis))
     if analysis.engine is not None:
         show(_engine(analysis.engine, analysis.kv.stalled_share if analysis.kv else None, width))
-    for table in (step_roofline_table(analysis), op_roofline_table(analysis)):
-        if table is not None:
-            show(table)
+    for table in roofline_parts(analysis):
+        show(table)
     if analysis.collectives is not None:
         show(_collectives(analysis.collectives))
     for part in straggler_parts(analysis):

@@ -1,4 +1,4 @@
-"""The report's "Profiled window vs whole run" lines, from ``Analysis.context``."""
+"""The report's "Analysed window vs whole run" lines, from ``Analysis.context``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from tracekit.core.analysis import Analysis
 from tracekit.core.run_context import RunContext
 from tracekit.render import ms
 
-TITLE = "Profiled window vs whole run"
+TITLE = "Analysed window vs whole run"
 
 
 def context_lines(analysis: Analysis) -> list[str]:
@@ -20,7 +20,7 @@ def context_lines(analysis: Analysis) -> list[str]:
 
 def _coverage(c: RunContext) -> str:
     window = (
-        f"profiled window: {c.window_steps} engine step(s), {ms(c.window_ns)} ms "
+        f"analysed window: {c.window_steps} engine step(s), {ms(c.window_ns)} ms "
         "(trace: buckets, top ops, engine-step table)"
     )
     if c.run_steps is None or c.run_ns is None:
