@@ -242,3 +242,26 @@ def test_shared_graph_traces_are_costed_by_shapes(folder: str) -> None:
     assert shapes >= 0.80, costed  # the issue's bar; before the merge: 3.0% and 0.3%
     assert costed["trace_shapes"] / busy < 0.05
     assert all(o.flops_pct is None or o.flops_pct <= 100 for o in roof.ops)
+
+
+def test_op_tables_cover_the_analysed_window(tmp_path: Path) -> None:
+    """Calls are counted where their work starts inside the analysed window (here the run's
+    common window), as the buckets are: rank 0's first GEMM runs before rank 1 started."""
+
+    def gemm(ts: float, corr: int) -> list[dict[str, Any]]:
+        return [
+            shaped_op("aten::mm", ts, 5, [[4, 64], [64, 128]], [BF16, BF16]),
+            runtime("cudaLaunchKernel", ts + 1, 1, corr=corr),
+            kernel("nvjet_tst_128x64_64x4", ts + 2, 10, corr=corr),
+        ]
+
+    run = tmp_path / "run"
+    extra = {**H100, "baseTimeNanoseconds": 0}
+    write_trace(run / "rank0.json.gz", [*gemm(0, 1), *gemm(100, 2)], rank=0, world=2, extra=extra)
+    write_trace(run / "rank1.json.gz", gemm(48, 3) + gemm(200, 4), rank=1, world=2, extra=extra)
+    first = tracekit.analyze(run, whole_window=True).ranks[0]
+    assert (first.window_start_ns, first.window_ns) == (50 * US, 62 * US)  # the common window
+    roof = first.roofline
+    assert roof is not None
+    (gemm_row,) = roof.ops
+    assert (gemm_row.ops, gemm_row.time_ns, gemm_row.flops) == (1, 10 * US, GEMM_FLOPS)

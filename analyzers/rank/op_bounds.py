@@ -101,10 +101,12 @@ def op_roofline(
             listed = np.concatenate([listed[keep], graph.rows])
             owner = np.concatenate([owner[keep], graph.owner + len(roots)])
         lo, hi = events.start_ns[listed], events.end_ns[listed]
-        time_ns = np.bincount(owner, weights=events.dur_ns[listed], minlength=len(flops))
+        timed = np.where(_inside(att, lo), events.dur_ns[listed], 0)
+        time_ns = np.bincount(owner, weights=timed, minlength=len(flops))
         span = owner
     else:
-        lo, hi, time_ns = events.start_ns[roots], events.end_ns[roots], events.dur_ns[roots]
+        lo, hi = events.start_ns[roots], events.end_ns[roots]
+        time_ns = np.where(_inside(att, lo), events.dur_ns[roots], 0)
         span = np.arange(len(roots))
         cpu = np.flatnonzero(events.kind == Kind.CPU_OP)
         at = _owner(events, roots, _thread(events, cpu), events.start_ns[cpu])
@@ -153,6 +155,12 @@ def op_roofline(
                 mine[OP_KINDS[k]] = mine.get(OP_KINDS[k], 0) + ns
     result = OpResult(kinds, decided, notes, spans, dict(sorted(layers.items())))
     return relabel(att, labels, op_bucket), result
+
+
+def _inside(att: Attribution, starts: I64) -> npt.NDArray[np.bool_]:
+    """Which starts lie in the analysed window: the op tables' calls and times cover it, as
+    the buckets do (a call's FLOPs can't be split, so it counts where its work starts)."""
+    return (starts >= att.window_start_ns) & (starts < att.window_start_ns + att.window_ns)
 
 
 def _with_context(cost: OpCosts, events: Events, steps: Sequence[StepRow]) -> tuple[OpCosts, int]:
