@@ -93,6 +93,22 @@ def test_capture_trace_gives_each_kernel_its_op_call(tmp_path: Path) -> None:
     assert attention.cost(None, None) is None
 
 
+def test_one_file_holds_every_batch_sizes_graph(tmp_path: Path) -> None:
+    later = []
+    for e in capture_events():
+        moved = {**e, "ts": e["ts"] + 1000, "args": dict(e.get("args", {}))}
+        if moved["name"] == "capture_4_FULL":
+            moved["name"] = "capture_8_FULL"
+        if "kernel" in moved["args"]:
+            moved["args"]["kernel"] += "_bs8"
+        later.append(moved)
+    path = write_trace(tmp_path / "c.json.gz", capture_events() + later)
+    small, large = read_capture(path)
+    assert (small.label, large.label) == ("capture_4_FULL", "capture_8_FULL")
+    assert large.kernels[0] == "nvjet_tst_128x64_64x4_bs8" and large.call_of == (0, 1, -1)
+    assert large.calls == small.calls and large.layer_of == small.layer_of == (0, 0)
+
+
 def test_replayed_kernels_are_costed_by_capture_shapes(tmp_path: Path) -> None:
     result = tracekit.analyze(replay_run(tmp_path))
     roof = result.ranks[0].roofline

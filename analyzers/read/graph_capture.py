@@ -13,23 +13,27 @@ replay to the graph with the same kernel sequence.
 
 Capture traces live in a ``capture_traces/`` folder beside the rank traces (where vLLM writes
 them, and where ``tracekit capture`` keeps them). A file that cannot be read is a note, not a
-failure: the replay is then costed without it.
+failure: the replay is then costed without it. vLLM profiles every batch size it captures in
+one file, so the file is read streaming (``analyzers.read.json_stream``), keeping only runtime
+calls, ops, capture annotations and decoder-layer frames, and each thread is indexed once for
+all its graphs.
 """
 
 from __future__ import annotations
 
-import gzip
 import re
-from bisect import bisect_right
-from collections.abc import Callable, Iterator
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from analyzers.planning.captured_cost import CapturedCall, SubtreeOp, call_cost
+from analyzers.read.json_stream import Reader
 from tracekit.core import rundir
 from tracekit.core.errors import TracekitError
 from tracekit.core.trace_model import Signature
@@ -45,18 +49,27 @@ _RUNTIME = ("cuda_runtime", "cuda_driver")
 _LAYER = re.compile(r"^nn\.Module: \w*(?:DecoderLayer|TransformerBlock)_(\d+)$")
 
 
+class _Args(msgspec.Struct):
+    """The args the capture merge reads (msgspec skips the rest while decoding)."""
+
+    kernel: Any = None
+    dims: Any = msgspec.field(default=None, name="Input Dims")
+    types: Any = msgspec.field(default=None, name="Input type")
+    concrete: Any = msgspec.field(default=None, name="Concrete Inputs")
+
+
 class _Event(msgspec.Struct):
-    ph: str = ""
-    cat: str = ""
-    name: str = ""
+    ph: Any = ""
+    cat: Any = ""
+    name: Any = ""
     ts: float = 0.0
     dur: float = 0.0
-    tid: Any = None
-    args: dict[str, Any] = msgspec.field(default_factory=dict)
+    tid: int | str | None = None
+    args: _Args | None = None
 
 
-class _Doc(msgspec.Struct):
-    traceEvents: list[_Event] = msgspec.field(default_factory=list)  # noqa: N815 (Kineto's key)
+_EVENTS = msgspec.json.Decoder(list[_Event])
+_NO_ARGS = _Args()
 
 
 @dataclass(frozen=True)
@@ -101,131 +114,162 @@ def _captures(folder: str) -> Captures:
 
 
 def read_capture(path: Path) -> list[CapturedGraph]:
-    """Every graph captured in one capture trace (a file may capture several)."""
-    try:
-        raw = path.read_bytes()
-        text = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
-        doc = msgspec.json.decode(text, type=_Doc)
-    except (OSError, EOFError, gzip.BadGzipFile, msgspec.DecodeError) as exc:
-        raise TracekitError(path, f"not a readable Kineto trace ({exc})") from None
-    events = [e for e in doc.traceEvents if e.ph == "X"]
+    """Every graph captured in one capture trace (a file may capture several: vLLM profiles
+    all its batch sizes in one). Read streaming; only the events the merge uses are kept."""
+    events = _read_events(path)
+    threads: dict[Any, _Thread] = {}
     out = []
     for tid, begin, end in _capture_spans(events):
-        mine = [e for e in events if e.tid == tid]
-        out.append(_graph(path.name, mine, begin, end))
+        if tid not in threads:
+            threads[tid] = _Thread([e for e in events if e.tid == tid])
+        out.append(threads[tid].graph(path.name, begin, end))
     return out
+
+
+def _read_events(path: Path) -> list[_Event]:
+    """The complete events the merge reads: runtime calls, ops, capture annotations, layer
+    frames. Raises TracekitError naming the file where it is not a readable trace."""
+    reader = Reader(path)
+    first = reader.peek()
+    if first < 0:
+        raise TracekitError(path, "empty file")
+    kept: list[_Event] = []
+    found = False
+    if first == ord("["):
+        found = _keep(reader, kept)
+    elif first == ord("{"):
+        for key in reader.members():
+            if key == "traceEvents" and reader.peek() == ord("["):
+                found = _keep(reader, kept)
+            else:
+                reader.value()
+    reader.end()
+    if not found:
+        raise TracekitError(path, "not a trace: no 'traceEvents'")
+    return kept
+
+
+def _keep(reader: Reader, kept: list[_Event]) -> bool:
+    for chunk, _, _ in reader.array(_EVENTS):
+        kept += [e for e in chunk if e.ph == "X" and _wanted(e)]
+    return True
+
+
+def _wanted(e: _Event) -> bool:
+    if e.cat in _RUNTIME or e.cat == "cpu_op":
+        return True
+    if e.cat == "user_annotation":
+        return "capture" in str(e.name)
+    return e.cat == "python_function" and _LAYER.match(str(e.name)) is not None
 
 
 def _capture_spans(events: list[_Event]) -> Iterator[tuple[Any, float, float]]:
     """(thread, begin, end) of each stream capture, begin and end paired per thread."""
     open_at: dict[Any, float] = {}
     for e in sorted((e for e in events if e.cat in _RUNTIME), key=lambda e: e.ts):
-        if _BEGIN.search(e.name):
+        if _BEGIN.search(str(e.name)):
             open_at[e.tid] = e.ts
-        elif _END.search(e.name) and e.tid in open_at:
+        elif _END.search(str(e.name)) and e.tid in open_at:
             yield e.tid, open_at.pop(e.tid), e.ts
 
 
-def _graph(source: str, events: list[_Event], begin: float, end: float) -> CapturedGraph:
-    launches = sorted(
-        (
-            e
+class _Thread:
+    """One thread's capture-relevant events, sorted and indexed once for all its graphs."""
+
+    def __init__(self, events: list[_Event]) -> None:
+        self.ops = sorted((e for e in events if e.cat == "cpu_op"), key=lambda e: (e.ts, -e.dur))
+        self.starts = [e.ts for e in self.ops]
+        self.reach = list(accumulate((e.ts + e.dur for e in self.ops), max))
+        runtime = [e for e in events if e.cat in _RUNTIME and isinstance(_args(e).kernel, str)]
+        self.launches = sorted(runtime, key=lambda e: e.ts)
+        self.launch_ts = [e.ts for e in self.launches]
+        self.annotations = [e for e in events if e.cat == "user_annotation"]
+        frames = sorted(
+            (e.ts, e.ts + e.dur, int(m.group(1)))
             for e in events
-            if e.cat in _RUNTIME and begin <= e.ts <= end and isinstance(e.args.get("kernel"), str)
-        ),
-        key=lambda e: e.ts,
-    )
-    ops = sorted((e for e in events if e.cat == "cpu_op"), key=lambda e: (e.ts, -e.dur))
-    calls: list[CapturedCall] = []
-    call_index: dict[int, int] = {}
-    call_of = []
-    layers: dict[int, int] = {}
-    layer_at = _layers(events)
-    for stack, launch in zip(_stacks(ops, [e.ts for e in launches]), launches, strict=True):
-        found = -1
-        for at in stack:
-            if at not in call_index:
-                cost = call_cost(_signature(ops[at]), _subtree(ops, at))
-                call_index[at] = -1 if cost is None else len(calls)
-                if cost is not None:
-                    calls.append(cost)
-            if call_index[at] >= 0:
-                found = call_index[at]
-                break
-        call_of.append(found)
-        if found >= 0:
-            layers.setdefault(found, layer_at(launch.ts))
-    return CapturedGraph(
-        source,
-        _label(events, begin),
-        tuple(str(e.args["kernel"]) for e in launches),
-        tuple(call_of),
-        tuple(calls),
-        tuple(layers.get(i, -1) for i in range(len(calls))),
-    )
+            if e.cat == "python_function" and (m := _LAYER.match(str(e.name)))
+        )
+        self.frames, self.frame_ts = frames, [f[0] for f in frames]
 
+    def graph(self, source: str, begin: float, end: float) -> CapturedGraph:
+        lo, hi = bisect_left(self.launch_ts, begin), bisect_right(self.launch_ts, end)
+        launches = self.launches[lo:hi]
+        calls: list[CapturedCall] = []
+        call_index: dict[int, int] = {}
+        call_of: list[int] = []
+        layers: dict[int, int] = {}
+        first = bisect_left(self.reach, begin)  # ops before it all end before the capture
+        for stack, launch in zip(self._stacks(first, launches), launches, strict=True):
+            found = -1
+            for at in stack:
+                if at not in call_index:
+                    cost = call_cost(_signature(self.ops[at]), self._subtree(at))
+                    call_index[at] = -1 if cost is None else len(calls)
+                    if cost is not None:
+                        calls.append(cost)
+                if call_index[at] >= 0:
+                    found = call_index[at]
+                    break
+            call_of.append(found)
+            if found >= 0:
+                layers.setdefault(found, self._layer_at(launch.ts))
+        return CapturedGraph(
+            source,
+            self._label(begin),
+            tuple(str(_args(e).kernel) for e in launches),
+            tuple(call_of),
+            tuple(calls),
+            tuple(layers.get(i, -1) for i in range(len(calls))),
+        )
 
-def _layers(events: list[_Event]) -> Callable[[float], int]:
-    """Time → the decoder layer whose module frame holds it (-1: none)."""
-    frames = sorted(
-        (e.ts, e.ts + e.dur, int(m.group(1)))
-        for e in events
-        if e.cat == "python_function" and (m := _LAYER.match(e.name))
-    )
-    starts = [f[0] for f in frames]
-
-    def layer_at(t: float) -> int:
-        at = bisect_right(starts, t) - 1
-        return frames[at][2] if at >= 0 and t <= frames[at][1] else -1
-
-    return layer_at
-
-
-def _stacks(ops: list[_Event], times: list[float]) -> Iterator[list[int]]:
-    """Per time (ascending): the indices of the ops live at it, outermost first."""
-    stack: list[int] = []
-    nxt = 0
-    for t in times:
-        while nxt < len(ops) and ops[nxt].ts <= t:
-            while stack and ops[stack[-1]].ts + ops[stack[-1]].dur < ops[nxt].ts:
+    def _stacks(self, first: int, launches: list[_Event]) -> Iterator[list[int]]:
+        """Per launch (ascending): the indices of the ops live at it, outermost first."""
+        ops, nxt = self.ops, first
+        stack: list[int] = []
+        for launch in launches:
+            t = launch.ts
+            while nxt < len(ops) and ops[nxt].ts <= t:
+                while stack and ops[stack[-1]].ts + ops[stack[-1]].dur < ops[nxt].ts:
+                    stack.pop()
+                stack.append(nxt)
+                nxt += 1
+            while stack and ops[stack[-1]].ts + ops[stack[-1]].dur < t:
                 stack.pop()
-            stack.append(nxt)
-            nxt += 1
-        while stack and ops[stack[-1]].ts + ops[stack[-1]].dur < t:
-            stack.pop()
-        yield [i for i in stack if ops[i].ts + ops[i].dur >= t]
+            yield [i for i in stack if ops[i].ts + ops[i].dur >= t]
+
+    def _subtree(self, at: int) -> list[SubtreeOp]:
+        """The ops inside ``ops[at]`` (itself included), in start order."""
+        end = self.ops[at].ts + self.ops[at].dur
+        out = []
+        for e in self.ops[at : bisect_right(self.starts, end)]:
+            concrete = _args(e).concrete
+            texts = tuple(str(c) for c in concrete) if isinstance(concrete, list) else ()
+            out.append(SubtreeOp(_signature(e), texts))
+        return out
+
+    def _layer_at(self, t: float) -> int:
+        """The decoder layer whose module frame holds time ``t`` (-1: none)."""
+        at = bisect_right(self.frame_ts, t) - 1
+        return self.frames[at][2] if at >= 0 and t <= self.frames[at][1] else -1
+
+    def _label(self, begin: float) -> str:
+        around = [e for e in self.annotations if e.ts <= begin <= e.ts + e.dur]
+        return str(min(around, key=lambda e: e.dur).name) if around else ""
 
 
-def _subtree(ops: list[_Event], at: int) -> list[SubtreeOp]:
-    """The ops inside ``ops[at]`` (itself included), in start order."""
-    end = ops[at].ts + ops[at].dur
-    out = []
-    for e in ops[at:]:
-        if e.ts > end:
-            break
-        concrete = e.args.get("Concrete Inputs")
-        texts = tuple(str(c) for c in concrete) if isinstance(concrete, list) else ()
-        out.append(SubtreeOp(_signature(e), texts))
-    return out
+def _args(e: _Event) -> _Args:
+    return e.args or _NO_ARGS
 
 
 def _signature(e: _Event) -> Signature:
-    dims, types = e.args.get("Input Dims"), e.args.get("Input type")
-    if not isinstance(dims, list) or not isinstance(types, list):
-        return Signature(e.name, (), ())
-    return Signature(e.name, tuple(_dims(d) for d in dims), tuple(str(t) for t in types))
+    args = _args(e)
+    if not isinstance(args.dims, list) or not isinstance(args.types, list):
+        return Signature(str(e.name), (), ())
+    dims = tuple(_dims(d) for d in args.dims)
+    return Signature(str(e.name), dims, tuple(str(t) for t in args.types))
 
 
 def _dims(value: Any) -> Any:
     if isinstance(value, list):
         return tuple(_dims(v) for v in value)
     return value if isinstance(value, int) else -1
-
-
-def _label(events: list[_Event], begin: float) -> str:
-    around = [
-        e
-        for e in events
-        if e.cat == "user_annotation" and e.ts <= begin <= e.ts + e.dur and "capture" in e.name
-    ]
-    return min(around, key=lambda e: e.dur).name if around else ""
