@@ -179,6 +179,15 @@ def test_eager_attention_is_costed_at_its_steps_keys(tmp_path: Path) -> None:
     assert roof.costed_ns["trace_shapes"] == 20 * US
 
 
+def test_a_graph_with_no_costable_op_is_left_to_the_name_rules(tmp_path: Path) -> None:
+    trace = replay_run(tmp_path, capture=False)
+    uncosted = [e for e in capture_events() if e.get("cat") != "cpu_op"]  # launches, no ops
+    write_trace(tmp_path / "capture_traces" / "c.pt.trace.json.gz", uncosted)
+    roof = tracekit.analyze(trace).ranks[0].roofline
+    assert roof is not None and roof.costed_ns["capture_shapes"] == 0
+    assert "1 of 2 graph replays matched" in " ".join(roof.notes)
+
+
 def test_attention_needs_the_detailed_annotation(tmp_path: Path) -> None:
     result = tracekit.analyze(replay_run(tmp_path, step="execute_context_0(0)_generation_4(4)"))
     roof = result.ranks[0].roofline

@@ -114,7 +114,9 @@ def merge_captures(
         usable = ~context if pairs is None or keys is None else np.ones(len(context), bool)
         no_context += int((~usable).sum())
         index = np.where(usable, np.cumsum(usable) - 1 + total, -1)
-        owner = np.where(graph.call_of >= 0, index[np.clip(graph.call_of, 0, None)], -1)
+        owner = np.full(len(graph.call_of), -1, dtype=np.intp)
+        if len(index):  # a graph none of whose ops is costable has no calls
+            owner = np.where(graph.call_of >= 0, index[np.clip(graph.call_of, 0, None)], -1)
         rows.append(group[owner >= 0])
         owners.append(owner[owner >= 0])
         flops.append(graph.flops[usable] + graph.per_pair[usable] * (pairs or 0))

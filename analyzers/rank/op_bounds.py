@@ -150,7 +150,7 @@ def op_roofline(
     if graph is not None and graph.layer is not None:
         replayed = (graph.layer.tolist(), graph.kind.tolist(), time_ns[len(roots) :].tolist())
         for layer, k, ns in zip(*replayed, strict=True):
-            if layer >= 0:
+            if layer >= 0 and ns > 0:  # a call outside the analysed window has no time
                 mine = layers.setdefault(layer, {})
                 mine[OP_KINDS[k]] = mine.get(OP_KINDS[k], 0) + ns
     result = OpResult(kinds, decided, notes, spans, dict(sorted(layers.items())))

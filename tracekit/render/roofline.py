@@ -113,7 +113,7 @@ def costed_lines(a: Analysis) -> list[str]:
         )
         out.append(f"{label}: busy {ms(busy)} ms costed by {parts}")
         layers = r.roofline.layers_ns
-        if len(layers) > 1:
+        if len(layers) > 1 and all(sum(v.values()) for v in layers.values()):
             out.append(f"{label}: {layer_line(layers)}")
     return out
 
