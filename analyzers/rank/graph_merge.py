@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from analyzers.rank.step_annotations import StepRow
-from analyzers.read.graph_capture import CapturedGraph, Captures
+from analyzers.read.graph_capture import CapturedGraph, captures_beside
 from tracekit.core.trace_model import Events, Kind, NameTable
 
 GRAPH_LAUNCH = re.compile(r"GraphLaunch", re.IGNORECASE)
@@ -77,14 +77,16 @@ class _Graph(NamedTuple):
 
 
 def merge_captures(
-    events: Events, names: NameTable, captures: Captures | None, steps: Sequence[StepRow]
+    events: Events, names: NameTable, trace_path: str, steps: Sequence[StepRow]
 ) -> GraphCalls | None:
-    """The replayed kernels costed from ``captures``; None where no graph was replayed."""
+    """The replayed kernels costed from the capture traces beside ``trace_path`` (read only
+    where a graph was replayed); None where none was."""
     launches = graph_launches(events, names)
     kernels = np.flatnonzero((events.kind == Kind.KERNEL) & (events.correlation >= 0))
     replayed = kernels[np.isin(events.correlation[kernels], events.correlation[launches])]
     if not len(replayed):
         return None
+    captures = captures_beside(trace_path)
     if captures is None:
         return _empty(
             [

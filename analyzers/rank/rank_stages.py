@@ -24,7 +24,6 @@ from analyzers.rank.graph_merge import merge_captures
 from analyzers.rank.kv_stall import kv_stall
 from analyzers.rank.roofline_stage import roofline, step_windows
 from analyzers.rank.step_annotations import StepRow, find_steps
-from analyzers.read.graph_capture import captures_beside
 from analyzers.read.run_facts import RunFacts
 from analyzers.run.window import Window
 from tracekit.core.analysis import (
@@ -87,8 +86,7 @@ def roofline_stage(state: RankState) -> RankState:
     events = state.trace.events
     graph = None
     if state.attribution.device == "gpu":
-        captures = captures_beside(state.trace.path)
-        graph = merge_captures(events, state.names, captures, state.steps)
+        graph = merge_captures(events, state.names, state.trace.path, state.steps)
     att, result = roofline(
         state.attribution, events, state.steps, state.facts, state.trace.id, graph
     )
