@@ -100,7 +100,7 @@ def test_steady_window_after_warmup_and_ramp_before_drain(staggered: Path) -> No
     assert engine.warmup >= 1 and engine.ramp >= 1 and engine.drain >= REQUESTS - 2
     assert engine.first == engine.warmup + engine.ramp
     assert engine.last == engine.steps - 1 - engine.drain
-    assert "warm-up: step 0" in engine.reason and "prefill-heavy" in engine.reason
+    assert "warm-up: step" in engine.reason and "prefill-heavy" in engine.reason
     assert f"ramp: steps {engine.warmup}–" in engine.reason and "drain: steps" in engine.reason
     assert "left out" in engine.reason and "median step" in engine.reason
     # every rank's figures cover exactly the chosen steps: decodes at batch ≥ 7 at both ends
@@ -130,4 +130,4 @@ def test_report_names_the_steps_and_why(staggered: Path) -> None:
     assert result.exit_code == 0, result.stderr
     text = result.stdout
     assert "Analysed window: steady state" in text
-    assert "left out: warm-up: step 0" in text and "--whole-window" in text
+    assert "left out: warm-up: step" in text and "--whole-window" in text
